@@ -1,0 +1,3 @@
+//! (being written)
+/// Deepest nesting of arrays and objects accepted.
+pub const MAX_DEPTH: usize = 256;

@@ -1,0 +1,28 @@
+//! Sealtrail's formats, shared by the signer, the ingester and the verifier so that the
+//! producers and the verifier agree by construction.
+//!
+//! What it does:
+//! - [`jcs`]: strict JSON parsing and RFC 8785 canonical bytes, with exact big integers;
+//! - [`event`]: the apiserver's `EventList` batches and the canonical form of each event;
+//! - [`merkle`]: RFC 6962 leaf and node hashing, tree roots, inclusion and consistency proofs;
+//! - [`keys`], [`checkpoint`]: C2SP signed-note checkpoints chained by hash, their
+//!   signatures (Ed25519, ECDSA P-256) and key ids;
+//! - [`segment`]: the stored objects (JSON Lines of events with their proofs and checkpoint)
+//!   and their object keys;
+//! - [`trust`]: the pinned trust bundle of signer public keys.
+//!
+//! What it does not: no network, no async runtime, no storage, no private keys held
+//! anywhere but the caller's. Every byte these modules hash, sign or store is described in
+//! `docs/FORMAT.md`.
+
+pub mod checkpoint;
+pub mod error;
+pub mod event;
+pub mod jcs;
+pub mod keys;
+pub mod merkle;
+pub mod segment;
+pub mod trust;
+
+pub use error::{Error, JsonErrorKind};
+// pub use merkle::Hash;
