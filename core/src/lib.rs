@@ -25,4 +25,4 @@ pub mod segment;
 pub mod trust;
 
 pub use error::{Error, JsonErrorKind};
-// pub use merkle::Hash;
+pub use merkle::Hash;

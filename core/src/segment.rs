@@ -1,1 +1,244 @@
-//! (being written)
+//! Segment objects: the events of one webhook request, self-contained and readable with
+//! jq or DuckDB, and their object keys.
+//!
+//! A segment is UTF-8 JSON Lines, every line RFC 8785 canonical JSON and ending in `\n`:
+//!
+//! ```text
+//! {"checkpoint":"<signed note>","count":K,"first_index":I,"format":"sealtrail-segment/v1"}
+//! {"event":{...canonical event...},"index":I,"proof":["<hex>",...]}
+//! ...                                                     (K event lines, indexes I..I+K-1)
+//! ```
+//!
+//! Each `proof` is the RFC 6962 inclusion proof of that event's leaf into the tree of the
+//! header's checkpoint. Object keys are `<prefix>segments/YYYY/MM/DD/HH/<first>-<last>.jsonl`
+//! with the checkpoint's (signed) UTC time and zero-padded 20-digit indexes, so that
+//! listing is in index order within an hour and a time range reads only its partitions.
+
+use crate::Error;
+use crate::checkpoint::SignedCheckpoint;
+use crate::event::CanonicalEvent;
+use crate::jcs::{self, Number, Object, Value};
+use crate::merkle::{Hash, MAX_PROOF_HASHES, leaf_hash};
+
+/// The `format` value of version 1 segments.
+pub const SEGMENT_FORMAT: &str = "sealtrail-segment/v1";
+/// Largest segment object read (a 64 MiB webhook body makes a segment of about that size).
+pub const MAX_SEGMENT_LEN: usize = 512 * 1024 * 1024;
+/// Most events in one segment.
+pub const MAX_SEGMENT_EVENTS: u64 = crate::event::MAX_EVENTS_PER_BATCH as u64;
+
+/// Header line of a segment.
+#[derive(Debug, Clone)]
+pub struct SegmentHeader {
+    pub checkpoint: SignedCheckpoint,
+    pub count: u64,
+    pub first_index: u64,
+}
+
+/// One event line as read back.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub index: u64,
+    pub proof: Vec<Hash>,
+    /// Canonical bytes of the stored event (re-canonicalized by the reader).
+    pub canonical: Vec<u8>,
+    pub leaf_hash: Hash,
+    pub audit_id: Option<String>,
+    pub stage: Option<String>,
+    pub stage_timestamp: Option<String>,
+}
+
+/// Writes a segment. `proofs[i]` is the inclusion proof of `events[i]` (index
+/// `first_index + i`) into `checkpoint`.
+pub fn encode(
+    first_index: u64,
+    checkpoint: &SignedCheckpoint,
+    events: &[CanonicalEvent],
+    proofs: &[Vec<Hash>],
+) -> Result<Vec<u8>, Error> {
+    if events.len() != proofs.len() {
+        return Err(Error::Segment(format!(
+            "{} events but {} proofs",
+            events.len(),
+            proofs.len()
+        )));
+    }
+    let mut header = Object::new();
+    header.insert(
+        "checkpoint",
+        Value::String(String::from_utf8_lossy(&checkpoint.to_bytes()).into_owned()),
+    );
+    header.insert("count", Value::Number(Number::from_u64(events.len() as u64)));
+    header.insert("first_index", Value::Number(Number::from_u64(first_index)));
+    header.insert("format", Value::String(SEGMENT_FORMAT.into()));
+    let body_len: usize = events.iter().map(|e| e.canonical.len() + 40).sum::<usize>()
+        + proofs.iter().map(|p| p.len() * 67).sum::<usize>();
+    let mut out = Vec::with_capacity(body_len + 1024);
+    Value::Object(header).write_canonical(&mut out);
+    out.push(b'\n');
+    for (i, (event, proof)) in events.iter().zip(proofs).enumerate() {
+        out.extend_from_slice(b"{\"event\":");
+        out.extend_from_slice(&event.canonical);
+        out.extend_from_slice(b",\"index\":");
+        out.extend_from_slice((first_index + i as u64).to_string().as_bytes());
+        out.extend_from_slice(b",\"proof\":[");
+        for (j, h) in proof.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(hex::encode(h).as_bytes());
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"]}\n");
+    }
+    Ok(out)
+}
+
+/// Reads a segment's header; [`records`] then reads its lines one by one, so that one bad
+/// line does not hide the others.
+pub fn parse_header(bytes: &[u8]) -> Result<(SegmentHeader, &[u8]), Error> {
+    let bad = |why: String| Error::Segment(why);
+    if bytes.len() > MAX_SEGMENT_LEN {
+        return Err(bad(format!("{} bytes (max {MAX_SEGMENT_LEN})", bytes.len())));
+    }
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| bad("no header line".into()))?;
+    let header = jcs::parse(&bytes[..end])?;
+    let obj = header
+        .as_object()
+        .ok_or_else(|| bad("header is not an object".into()))?;
+    expect_keys(obj, &["checkpoint", "count", "first_index", "format"])
+        .map_err(|e| bad(format!("header: {e}")))?;
+    if obj.get("format").and_then(Value::as_str) != Some(SEGMENT_FORMAT) {
+        return Err(bad("header: unknown format".into()));
+    }
+    let count = obj
+        .get("count")
+        .and_then(Value::as_u64)
+        .filter(|c| (1..=MAX_SEGMENT_EVENTS).contains(c))
+        .ok_or_else(|| bad("header: invalid count".into()))?;
+    let first_index = obj
+        .get("first_index")
+        .and_then(Value::as_u64)
+        .filter(|f| f.checked_add(count).is_some())
+        .ok_or_else(|| bad("header: invalid first_index".into()))?;
+    let note = obj
+        .get("checkpoint")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("header: checkpoint is not a string".into()))?;
+    let checkpoint = SignedCheckpoint::parse(note.as_bytes())?;
+    Ok((
+        SegmentHeader {
+            checkpoint,
+            count,
+            first_index,
+        },
+        &bytes[end + 1..],
+    ))
+}
+
+/// The event lines after the header: (line number from 1 for the header, parsed record).
+pub fn records(body: &[u8]) -> impl Iterator<Item = (usize, Result<Record, Error>)> + '_ {
+    body.split_inclusive(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, line)| (i + 2, parse_record(line)))
+}
+
+fn parse_record(line: &[u8]) -> Result<Record, Error> {
+    let bad = |why: &str| Error::Segment(why.to_string());
+    let line = line
+        .strip_suffix(b"\n")
+        .ok_or_else(|| bad("last line does not end in a newline (cut short?)"))?;
+    let Value::Object(mut obj) = jcs::parse(line)? else {
+        return Err(bad("line is not an object"));
+    };
+    expect_keys(&obj, &["event", "index", "proof"]).map_err(|e| Error::Segment(e))?;
+    let index = obj
+        .get("index")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("invalid index"))?;
+    let proof_values = obj
+        .get("proof")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("proof is not an array"))?;
+    if proof_values.len() > MAX_PROOF_HASHES {
+        return Err(bad("proof too long"));
+    }
+    let proof = proof_values
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .filter(|s| s.len() == 64)
+                .and_then(|s| hex::decode(s).ok())
+                .and_then(|b| <Hash>::try_from(b).ok())
+                .ok_or_else(|| bad("proof hash is not 64 hex digits"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let event = obj.remove("event").ok_or_else(|| bad("no event"))?;
+    let ev = event.as_object().ok_or_else(|| bad("event is not an object"))?;
+    let get = |k: &str| ev.get(k).and_then(Value::as_str).map(str::to_string);
+    let (audit_id, stage, stage_timestamp) =
+        (get("auditID"), get("stage"), get("stageTimestamp"));
+    let canonical = event.to_canonical();
+    Ok(Record {
+        index,
+        proof,
+        leaf_hash: leaf_hash(&canonical),
+        canonical,
+        audit_id,
+        stage,
+        stage_timestamp,
+    })
+}
+
+fn expect_keys(obj: &Object, keys: &[&str]) -> Result<(), String> {
+    if obj.len() != keys.len() || keys.iter().any(|k| obj.get(k).is_none()) {
+        let got: Vec<&str> = obj.iter().map(|(k, _)| k).collect();
+        return Err(format!("members {got:?}, expected {keys:?}"));
+    }
+    Ok(())
+}
+
+/// The object key of a segment.
+pub fn object_key(prefix: &str, checkpoint_time_ms: u64, first_index: u64, count: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp((checkpoint_time_ms / 1000) as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{prefix}segments/{:04}/{:02}/{:02}/{:02}/{first_index:020}-{:020}.jsonl",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        first_index + count.saturating_sub(1)
+    )
+}
+
+/// The index range `(first, last)` a key names, if it is a segment key under `prefix`.
+pub fn parse_object_key(prefix: &str, key: &str) -> Option<(u64, u64)> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix("segments/")?;
+    let name = rest.rsplit('/').next()?;
+    let (first, last) = name.strip_suffix(".jsonl")?.split_once('-')?;
+    if first.len() != 20 || last.len() != 20 {
+        return None;
+    }
+    Some((first.parse().ok()?, last.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_roundtrip() {
+        let k = object_key("audit/", 1_764_221_736_123, 400, 400);
+        assert_eq!(
+            k,
+            "audit/segments/2025/11/27/05/00000000000000000400-00000000000000000799.jsonl"
+        );
+        assert_eq!(parse_object_key("audit/", &k), Some((400, 799)));
+        assert_eq!(parse_object_key("other/", &k), None);
+    }
+}

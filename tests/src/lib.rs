@@ -1,1 +1,15 @@
-//! (being written)
+//! Sealtrail's end-to-end test harness and kube-apiserver emulator. This crate is test
+//! and tooling code, not product code: nothing here runs in a deployment.
+//!
+//! - [`pki`]: a throw-away development PKI (CA, server and client certificates for every
+//!   Sealtrail identity, plus an unrelated CA for negative tests) and rustls configurations
+//!   built from it. Binary: `sealtrail-devpki`.
+//! - [`emulator`]: reproduces the kube-apiserver's batching audit webhook client (batches,
+//!   Go-style JSON encoding, throttling, per-attempt timeout, retries with backoff, drops)
+//!   so that the ingester can be tested against its real caller's behaviour. Binary:
+//!   `sealtrail-emulator`.
+//!
+//! The end-to-end tests themselves live in `tests/tests/`.
+
+pub mod emulator;
+pub mod pki;

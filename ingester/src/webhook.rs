@@ -1,0 +1,165 @@
+//! The webhook route: EventList in, segment out, 200 only when durable.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sealtrail_core::checkpoint::SignedCheckpoint;
+use sealtrail_core::event::{EventBatch, parse_event_list};
+use sealtrail_core::merkle::{self, Hash};
+use sealtrail_core::segment;
+use sealtrail_proto::v1::AppendRequest;
+use sealtrail_proto::v1::signer_client::SignerClient;
+use sealtrail_store::{ObjectStore, PutOutcome, StoreError};
+use tonic::transport::Channel;
+
+use crate::{Error, WEBHOOK_PATH};
+
+/// Seconds the apiserver is asked to wait before re-sending after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+pub struct App {
+    pub origin: String,
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: String,
+    pub signer: SignerClient<Channel>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route(WEBHOOK_PATH, post(ingest))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(app)
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Unavailable(_) | Error::BadSignerAnswer(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Store(StoreError::Unavailable(_) | StoreError::Io(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Store(_) | Error::Config(_) | Error::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let body = serde_json::json!({ "error": self.to_string() }).to_string();
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        resp
+    }
+}
+
+async fn ingest(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    match ingest_inner(&app, &headers, body).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            match &e {
+                Error::BadRequest(_) | Error::TooLarge { .. } | Error::UnsupportedMediaType(_) => {
+                    tracing::warn!(error = %e, "batch rejected")
+                }
+                _ => tracing::error!(error = %e, "batch not stored"),
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, Error> {
+    // Limits first: nothing is read or parsed beyond them.
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default();
+        let mime = ct.split(';').next().unwrap_or_default().trim();
+        if !mime.eq_ignore_ascii_case("application/json") {
+            return Err(Error::UnsupportedMediaType(ct.to_string()));
+        }
+    }
+    let limit = app.max_body_bytes;
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(Error::TooLarge { limit });
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Error::TooLarge { limit })?;
+
+    let batch: EventBatch = tokio::task::spawn_blocking(move || parse_event_list(&bytes))
+        .await
+        .map_err(|e| Error::Internal(format!("parse task: {e}")))??;
+    if batch.events.is_empty() {
+        return Ok((StatusCode::OK, r#"{"stored":0}"#).into_response());
+    }
+
+    let leaves: Vec<Hash> = batch.events.iter().map(|e| e.leaf_hash).collect();
+    let answer = app
+        .signer
+        .clone()
+        .append(AppendRequest {
+            leaf_hashes: leaves.iter().map(|h| h.to_vec()).collect(),
+        })
+        .await
+        .map_err(|s| Error::Unavailable(format!("signer: {} ({:?})", s.message(), s.code())))?
+        .into_inner();
+
+    // Check the signer's answer before storing it: a bad answer is never made evidence.
+    let checkpoint = SignedCheckpoint::parse(&answer.checkpoint)
+        .map_err(|e| Error::BadSignerAnswer(format!("checkpoint: {e}")))?;
+    let cp = &checkpoint.checkpoint;
+    if cp.origin != app.origin {
+        return Err(Error::BadSignerAnswer(format!(
+            "checkpoint of log {:?}, this ingester writes {:?}",
+            cp.origin, app.origin
+        )));
+    }
+    if answer.proofs.len() != leaves.len() {
+        return Err(Error::BadSignerAnswer(format!(
+            "{} proofs for {} leaves",
+            answer.proofs.len(),
+            leaves.len()
+        )));
+    }
+    let first = answer.first_index;
+    let mut proofs = Vec::with_capacity(leaves.len());
+    for (i, (leaf, proof)) in leaves.iter().zip(answer.proofs).enumerate() {
+        let proof = proof
+            .hashes
+            .into_iter()
+            .map(|h| <Hash>::try_from(h.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| Error::BadSignerAnswer("proof hash of the wrong length".into()))?;
+        merkle::verify_inclusion(first + i as u64, cp.size, leaf, &proof, &cp.root)
+            .map_err(|e| Error::BadSignerAnswer(format!("leaf {}: {e}", first + i as u64)))?;
+        proofs.push(proof);
+    }
+
+    let count = batch.events.len() as u64;
+    let bytes = segment::encode(first, &checkpoint, &batch.events, &proofs)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let key = segment::object_key(&app.prefix, cp.time_ms, first, count);
+    let outcome = app.store.put_new(&key, &bytes).await?;
+    if outcome == PutOutcome::AlreadyStored {
+        tracing::info!(key, "segment was already stored (retried batch)");
+    }
+    tracing::debug!(key, events = count, first_index = first, "segment stored");
+    let body = serde_json::json!({ "stored": count, "first_index": first, "object": key });
+    Ok((StatusCode::OK, body.to_string()).into_response())
+}

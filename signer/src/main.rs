@@ -1,0 +1,179 @@
+//! `sealtrail-signer`: parses configuration and runs the signer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use sealtrail_core::keys::Algorithm;
+use sealtrail_core::trust::{TrustBundle, TrustedKey};
+use sealtrail_signer::{CommitConfig, Config, DevKeyFile, KeyBackend, TlsFiles};
+
+#[derive(Parser)]
+#[command(name = "sealtrail-signer", version, about = "Sealtrail signer: the single writer of the audit log")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlgArg {
+    Ed25519,
+    EcdsaP256,
+}
+
+impl From<AlgArg> for Algorithm {
+    fn from(a: AlgArg) -> Self {
+        match a {
+            AlgArg::Ed25519 => Algorithm::Ed25519,
+            AlgArg::EcdsaP256 => Algorithm::EcdsaP256Sha256,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct KeyArgs {
+    /// Development key file (PKCS#8 PEM, Ed25519 or P-256). Needs --insecure-dev-key.
+    #[arg(long, env = "SEALTRAIL_DEV_KEY")]
+    dev_key: Option<PathBuf>,
+    /// Accept a signing key stored in a plain file. Never in production.
+    #[arg(long)]
+    insecure_dev_key: bool,
+}
+
+impl KeyArgs {
+    fn backend(&self) -> anyhow::Result<Arc<dyn KeyBackend>> {
+        match &self.dev_key {
+            Some(path) => Ok(Arc::new(DevKeyFile::load(path, self.insecure_dev_key)?)),
+            None => bail!("no signing key: pass --dev-key FILE --insecure-dev-key"),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Signer gRPC API over mutual TLS.
+    Serve {
+        /// The log's origin: one per cluster, e.g. sealtrail.example.com/prod-eu-1.
+        #[arg(long, env = "SEALTRAIL_ORIGIN")]
+        origin: String,
+        /// State directory (leaves, checkpoints). One signer per directory.
+        #[arg(long, env = "SEALTRAIL_STATE_DIR")]
+        state_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: String,
+        /// Server certificate (PEM).
+        #[arg(long)]
+        tls_cert: PathBuf,
+        /// Server private key (PEM).
+        #[arg(long)]
+        tls_key: PathBuf,
+        /// CA of the accepted client certificates (PEM). A client certificate is required.
+        #[arg(long)]
+        client_ca: PathBuf,
+        /// Least time between two checkpoint signatures, in milliseconds.
+        #[arg(long, default_value_t = 10)]
+        min_commit_interval_ms: u64,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// Create a development key file (insecure: the key sits in a file).
+    DevKeygen {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "ed25519")]
+        algorithm: AlgArg,
+    },
+    /// Write the trust bundle (public keys) that verifiers pin.
+    ExportTrust {
+        #[arg(long, env = "SEALTRAIL_ORIGIN")]
+        origin: String,
+        /// Output file; `-` for standard output.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve {
+            origin,
+            state_dir,
+            listen,
+            tls_cert,
+            tls_key,
+            client_ca,
+            min_commit_interval_ms,
+            key,
+        } => {
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("listen on {listen}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "signer listening");
+            let config = Config {
+                origin,
+                state_dir,
+                key: key.backend()?,
+                tls: TlsFiles {
+                    cert: tls_cert,
+                    key: tls_key,
+                    client_ca,
+                },
+                commit: CommitConfig {
+                    min_interval: Duration::from_millis(min_commit_interval_ms),
+                    ..CommitConfig::default()
+                },
+            };
+            sealtrail_signer::run(config, listener, shutdown_signal()).await?;
+            tracing::info!("signer stopped");
+        }
+        Command::DevKeygen { out, algorithm } => {
+            let public = DevKeyFile::generate(&out, algorithm.into())?;
+            eprintln!(
+                "wrote {} ({}); public key:\n{}",
+                out.display(),
+                public.algorithm(),
+                public.to_pem()
+            );
+        }
+        Command::ExportTrust { origin, out, key } => {
+            let backend = key.backend()?;
+            let bundle = TrustBundle::new(
+                &origin,
+                vec![TrustedKey::new(&origin, backend.public_key(), 0)],
+            );
+            let json = bundle.to_json();
+            if out.as_os_str() == "-" {
+                use std::io::Write as _;
+                std::io::stdout().write_all(&json)?;
+            } else {
+                std::fs::write(&out, json).with_context(|| format!("write {}", out.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

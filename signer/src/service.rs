@@ -1,0 +1,139 @@
+//! The `sealtrail.v1.Signer` gRPC service over mutual TLS.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sealtrail_core::merkle::{HASH_LEN, Hash};
+use sealtrail_core::trust::{TrustBundle, TrustedKey};
+use sealtrail_proto::v1::signer_server::{Signer, SignerServer};
+use sealtrail_proto::v1::{
+    AppendRequest, AppendResponse, CheckpointResponse, ConsistencyProofRequest,
+    ConsistencyProofResponse, InclusionProof, LatestCheckpointRequest, PublicKeysRequest,
+    PublicKeysResponse,
+};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+use crate::log::{Log, MAX_APPEND_LEAVES};
+use crate::{Error, KeyBackend, TlsFiles};
+
+/// Largest gRPC message accepted or sent: an Append of [`MAX_APPEND_LEAVES`] leaves with a
+/// 64-hash proof each fits.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+struct SignerService {
+    log: Log,
+    key: Arc<dyn KeyBackend>,
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidRequest(m) => Status::invalid_argument(m),
+            Error::Unavailable(m) => Status::unavailable(m),
+            Error::Key(m) => Status::unavailable(format!("key backend: {m}")),
+            other => Status::internal(other.to_string()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Signer for SignerService {
+    async fn append(
+        &self,
+        request: Request<AppendRequest>,
+    ) -> Result<Response<AppendResponse>, Status> {
+        let req = request.into_inner();
+        if req.leaf_hashes.is_empty() || req.leaf_hashes.len() > MAX_APPEND_LEAVES {
+            return Err(Status::invalid_argument(format!(
+                "{} leaf hashes (1 to {MAX_APPEND_LEAVES} per append)",
+                req.leaf_hashes.len()
+            )));
+        }
+        let leaves = req
+            .leaf_hashes
+            .iter()
+            .map(|h| <Hash>::try_from(h.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                Status::invalid_argument(format!("every leaf hash must be {HASH_LEN} bytes"))
+            })?;
+        let appended = self.log.append(leaves).await?;
+        Ok(Response::new(AppendResponse {
+            first_index: appended.first_index,
+            checkpoint: appended.checkpoint.to_bytes(),
+            proofs: appended
+                .proofs
+                .into_iter()
+                .map(|p| InclusionProof {
+                    hashes: p.into_iter().map(|h| h.to_vec()).collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn latest_checkpoint(
+        &self,
+        _request: Request<LatestCheckpointRequest>,
+    ) -> Result<Response<CheckpointResponse>, Status> {
+        match self.log.latest()? {
+            Some(cp) => Ok(Response::new(CheckpointResponse {
+                checkpoint: cp.to_bytes(),
+            })),
+            None => Err(Status::not_found("the log is empty")),
+        }
+    }
+
+    async fn consistency_proof(
+        &self,
+        request: Request<ConsistencyProofRequest>,
+    ) -> Result<Response<ConsistencyProofResponse>, Status> {
+        let req = request.into_inner();
+        let proof = self.log.consistency_proof(req.old_size, req.new_size)?;
+        Ok(Response::new(ConsistencyProofResponse {
+            hashes: proof.into_iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn public_keys(
+        &self,
+        _request: Request<PublicKeysRequest>,
+    ) -> Result<Response<PublicKeysResponse>, Status> {
+        let origin = self.log.origin();
+        let bundle = TrustBundle::new(
+            origin,
+            vec![TrustedKey::new(origin, self.key.public_key(), 0)],
+        );
+        Ok(Response::new(PublicKeysResponse {
+            trust_bundle: bundle.to_json(),
+        }))
+    }
+}
+
+/// Serves until `shutdown`, then drains in-flight calls.
+pub async fn serve(
+    log: Log,
+    key: Arc<dyn KeyBackend>,
+    tls: &TlsFiles,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| Error::Config(format!("{}: {e}", p.display())))
+    };
+    let tls_config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
+        .client_ca_root(Certificate::from_pem(read(&tls.client_ca)?))
+        .client_auth_optional(false);
+    let service = SignerServer::new(SignerService { log, key })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    Server::builder()
+        .tls_config(tls_config)
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| Error::Unavailable(format!("gRPC server: {e}")))
+}

@@ -1,0 +1,76 @@
+//! The signer binary's refusals: no dev key without the explicit insecure flag, and no
+//! second signer on a state directory already in use.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealtrail-signer");
+
+fn keygen(dir: &std::path::Path) -> std::path::PathBuf {
+    let key = dir.join("dev.key");
+    let out = Command::new(BIN)
+        .args(["dev-keygen", "--algorithm", "ecdsa-p256", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    key
+}
+
+#[test]
+fn dev_key_needs_the_insecure_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path());
+    let out = Command::new(BIN)
+        .args(["export-trust", "--origin", "example.com/log", "--dev-key"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--insecure-dev-key"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .args(["export-trust", "--origin", "example.com/log", "--insecure-dev-key", "--dev-key"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bundle = sealtrail_core::trust::Trust::parse(&out.stdout).unwrap();
+    assert_eq!(bundle.origin(), "example.com/log");
+}
+
+#[test]
+fn second_signer_on_the_same_state_dir_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path());
+    // TLS files are read after the state is opened, so dummy paths do not matter for
+    // the second signer: it must stop at the lock. The first one needs real ones; it is
+    // enough that it holds the lock, which it takes before reading TLS material, and
+    // then fails: so hold the lock from this process instead, as a running signer would.
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state.join("signer.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let start = Instant::now();
+    let out = Command::new(BIN)
+        .args(["serve", "--origin", "example.com/log", "--listen", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--tls-cert", "/nonexistent", "--tls-key", "/nonexistent", "--client-ca", "/nonexistent"])
+        .arg("--dev-key")
+        .arg(&key)
+        .arg("--insecure-dev-key")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another signer"), "{stderr}");
+}

@@ -1,0 +1,118 @@
+//! Write-once object storage for Sealtrail segments.
+//!
+//! [`ObjectStore`] is the small trait the ingester writes through and the verifier reads
+//! through. Its contract is *create-new*: an object is written whole or not at all, and an
+//! existing key is never replaced (a retry that brings the identical bytes is success).
+//!
+//! Backends here: [`local::LocalDirStore`], a directory (the embedded default for
+//! development and the demo: create-new via hard link, fsync of file and directory,
+//! read-only files). It is write-once against the software, not against the machine's
+//! root user: production uses S3 Object Lock.
+//!
+//! What it does not: no knowledge of the segment format, no retries (callers decide).
+
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub mod local;
+
+pub use local::LocalDirStore;
+
+/// A boxed future, so that stores can be used as `dyn ObjectStore`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Longest object key accepted.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// What a create-new write found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object did not exist and now does.
+    Created,
+    /// The object already existed with exactly these bytes (a retried write).
+    AlreadyStored,
+}
+
+/// An object as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Storage errors. `Unavailable` is transient (callers answer 503 and let the client
+/// retry); `Conflict` means the key holds different bytes, which must never be papered over.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("object {0} already exists with different content")]
+    Conflict(String),
+    #[error("invalid object key {0:?}")]
+    InvalidKey(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage I/O error: {0}")]
+    Io(String),
+}
+
+/// Create-new object storage.
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Writes `bytes` under `key` unless the key exists. Durable when it returns `Ok`.
+    fn put_new<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: &'a [u8],
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>>;
+
+    /// Reads a whole object.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Vec<u8>, StoreError>>;
+
+    /// Reads at most the first `max_len` bytes of an object.
+    fn get_prefix<'a>(
+        &'a self,
+        key: &'a str,
+        max_len: usize,
+    ) -> BoxFuture<'a, Result<Vec<u8>, StoreError>>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, StoreError>>;
+
+    /// Where this store is, for logs and reports.
+    fn describe(&self) -> String;
+}
+
+/// Checks a key: relative, `/`-separated, each part non-empty of `[A-Za-z0-9._-]`, no
+/// `.`/`..` parts. Both backends use the same rule so that keys mean the same everywhere.
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let ok = !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
+        && key.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidKey(key.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        validate_key("audit/segments/2026/01/01/00/1-2.jsonl").unwrap();
+        for bad in ["", "/abs", "a//b", "a/../b", "a/./b", "a b", "a/b/", "ü"] {
+            assert!(validate_key(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! A signer and an ingester on loopback (real mTLS, real files), for the end-to-end tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealtrail_core::checkpoint::SignedCheckpoint;
+use sealtrail_core::keys::Algorithm;
+use sealtrail_core::trust::{Trust, TrustBundle, TrustedKey};
+use sealtrail_ingester::signer_client::SignerClientConfig;
+use sealtrail_proto::v1::LatestCheckpointRequest;
+use sealtrail_signer::{CommitConfig, DevKeyFile, KeyBackend, TlsFiles};
+use sealtrail_store::{LocalDirStore, ObjectStore};
+use sealtrail_tests::emulator::{self, EmulatorConfig, RetryPolicy};
+use sealtrail_tests::pki::{self, PkiOptions, PkiPaths};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ORIGIN: &str = "sealtrail.test/cluster-1";
+
+pub fn events_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/k8s-audit/events.jsonl")
+}
+
+pub fn event_lines() -> Vec<Vec<u8>> {
+    std::fs::read(events_path())
+        .expect("the sample events (../shared/testdata/k8s-audit/events.jsonl)")
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+struct Service {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Service {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub pki: PkiPaths,
+    pub key_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub store_dir: PathBuf,
+    pub trust: Trust,
+    pub max_body_bytes: usize,
+    signer: Option<Service>,
+    ingester: Option<Service>,
+    signer_addr: Option<SocketAddr>,
+}
+
+impl Harness {
+    /// Both services up, with a fresh dev key and an empty log.
+    pub async fn start() -> Self {
+        Self::start_with(sealtrail_ingester::DEFAULT_MAX_BODY_BYTES).await
+    }
+
+    pub async fn start_with(max_body_bytes: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki::generate(&dir.path().join("pki"), &PkiOptions::default()).unwrap();
+        let key_path = dir.path().join("signer-dev.key");
+        let public = DevKeyFile::generate(&key_path, Algorithm::EcdsaP256Sha256).unwrap();
+        let trust = Trust::from_bundle(TrustBundle::new(
+            ORIGIN,
+            vec![TrustedKey::new(ORIGIN, &public, 0)],
+        ))
+        .unwrap();
+        let mut h = Self {
+            state_dir: dir.path().join("signer-state"),
+            store_dir: dir.path().join("store"),
+            dir,
+            pki,
+            key_path,
+            trust,
+            max_body_bytes,
+            signer: None,
+            ingester: None,
+            signer_addr: None,
+        };
+        h.start_signer().await;
+        h.start_ingester().await;
+        h
+    }
+
+    pub async fn start_signer(&mut self) {
+        let listener = match self.signer_addr {
+            // Same address after a restart: the ingester keeps its configuration.
+            Some(addr) => bind_retry(addr).await,
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let addr = listener.local_addr().unwrap();
+        self.signer_addr = Some(addr);
+        let key: Arc<dyn KeyBackend> = Arc::new(DevKeyFile::load(&self.key_path, true).unwrap());
+        let config = sealtrail_signer::Config {
+            origin: ORIGIN.into(),
+            state_dir: self.state_dir.clone(),
+            key,
+            tls: TlsFiles {
+                cert: self.pki.signer_cert.clone(),
+                key: self.pki.signer_key.clone(),
+                client_ca: self.pki.ca_cert.clone(),
+            },
+            commit: CommitConfig::default(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            sealtrail_signer::run(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("signer");
+        });
+        self.signer = Some(Service {
+            addr,
+            stop: Some(stop),
+            task,
+        });
+    }
+
+    pub async fn stop_signer(&mut self) {
+        if let Some(s) = self.signer.take() {
+            s.stop().await;
+        }
+    }
+
+    pub fn signer_addr(&self) -> SocketAddr {
+        self.signer_addr.unwrap()
+    }
+
+    pub async fn start_ingester(&mut self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = sealtrail_ingester::Config {
+            origin: ORIGIN.into(),
+            store: Arc::new(LocalDirStore::open(&self.store_dir).unwrap()),
+            prefix: String::new(),
+            signer: self.signer_client_config(),
+            tls: sealtrail_ingester::ServerTls {
+                cert: self.pki.ingester_server_cert.clone(),
+                key: self.pki.ingester_server_key.clone(),
+                client_ca: self.pki.ca_cert.clone(),
+            },
+            max_body_bytes: self.max_body_bytes,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            sealtrail_ingester::run(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("ingester");
+        });
+        self.ingester = Some(Service {
+            addr,
+            stop: Some(stop),
+            task,
+        });
+    }
+
+    pub fn signer_client_config(&self) -> SignerClientConfig {
+        SignerClientConfig {
+            url: format!("https://{}", self.signer_addr()),
+            ca: self.pki.ca_cert.clone(),
+            cert: self.pki.ingester_client_cert.clone(),
+            key: self.pki.ingester_client_key.clone(),
+            server_name: Some("localhost".into()),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!(
+            "https://{}{}",
+            self.ingester.as_ref().unwrap().addr,
+            sealtrail_ingester::WEBHOOK_PATH
+        )
+    }
+
+    pub fn store(&self) -> LocalDirStore {
+        LocalDirStore::open(&self.store_dir).unwrap()
+    }
+
+    /// The apiserver emulator, with the apiserver's behaviour but short backoffs.
+    pub fn emulator_config(&self, max_batch: usize) -> EmulatorConfig {
+        EmulatorConfig {
+            url: self.webhook_url(),
+            ca: self.pki.ca_cert.clone(),
+            cert: self.pki.apiserver_client_cert.clone(),
+            key: self.pki.apiserver_client_key.clone(),
+            max_batch,
+            qps: None,
+            retry: RetryPolicy {
+                initial_backoff: Duration::from_millis(200),
+                factor: 1.5,
+                max_attempts: 5,
+            },
+            ..EmulatorConfig::default()
+        }
+    }
+
+    /// The signer's newest checkpoint (as a verifier identity would ask for it).
+    pub async fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
+        let mut cfg = self.signer_client_config();
+        cfg.cert = self.pki.verifier_client_cert.clone();
+        cfg.key = self.pki.verifier_client_key.clone();
+        let mut client = sealtrail_ingester::signer_client::connect(&cfg).unwrap();
+        match client.latest_checkpoint(LatestCheckpointRequest {}).await {
+            Ok(r) => Some(SignedCheckpoint::parse(&r.into_inner().checkpoint).unwrap()),
+            Err(s) if s.code() == tonic::Code::NotFound => None,
+            Err(s) => panic!("LatestCheckpoint: {s}"),
+        }
+    }
+
+    pub async fn tree_size(&self) -> u64 {
+        self.latest_checkpoint()
+            .await
+            .map_or(0, |c| c.checkpoint.size)
+    }
+
+    pub async fn object_count(&self) -> usize {
+        self.store().list("").await.unwrap().len()
+    }
+
+    pub async fn verify_dir(&self, dir: &Path) -> sealtrail_verifier::Report {
+        let store = LocalDirStore::open(dir).unwrap();
+        sealtrail_verifier::verify_store(&store, &self.trust, &Default::default())
+            .await
+            .unwrap()
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.ingester.take() {
+            s.stop().await;
+        }
+        self.stop_signer().await;
+    }
+}
+
+async fn bind_retry(addr: SocketAddr) -> tokio::net::TcpListener {
+    for _ in 0..100 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not bind {addr} again");
+}
+
+/// Replays events through the emulator and asserts every batch was acknowledged.
+pub async fn replay(h: &Harness, lines: &[Vec<u8>], max_batch: usize) -> emulator::EmulatorReport {
+    let report = emulator::run(&h.emulator_config(max_batch), lines).await.unwrap();
+    assert_eq!(report.batches_dropped, 0, "{report:?}");
+    report
+}
+
+/// A writable copy of a store directory, to tamper with.
+pub fn copy_store(from: &Path, to: &Path) {
+    for entry in walk(from) {
+        let rel = entry.strip_prefix(from).unwrap();
+        let dest = to.join(rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &dest).unwrap();
+        let mut perms = std::fs::metadata(&dest).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&dest, perms).unwrap();
+    }
+}
+
+/// Every file under `dir`, sorted.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Segment files of a store directory, in key order.
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    walk(&dir.join("segments"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect()
+}
+
+/// The key of a segment file relative to the store root.
+pub fn key_of(root: &Path, file: &Path) -> String {
+    file.strip_prefix(root).unwrap().to_str().unwrap().to_string()
+}

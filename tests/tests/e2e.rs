@@ -1,0 +1,358 @@
+//! End to end: the 222 real audit events go emulator → ingester → signer → store, and the
+//! verifier proves them intact; then every tampering of the store is caught and located;
+//! bad input changes nothing; a SIGKILLed signer continues the same log.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use sealtrail_core::event::parse_event_line;
+use sealtrail_core::keys::Algorithm;
+use sealtrail_core::segment;
+use sealtrail_core::trust::{Trust, TrustBundle, TrustedKey};
+use sealtrail_signer::DevKeyFile;
+use sealtrail_verifier::{FindingKind, Report};
+
+fn kinds(r: &Report) -> Vec<FindingKind> {
+    r.findings.iter().map(|f| f.kind).collect()
+}
+
+/// Every finding is of `kind`, and at least one names `object` (and `index`, if given).
+fn assert_only(r: &Report, kind: FindingKind, object: &str, index: Option<u64>) {
+    assert!(!r.intact(), "tampering not detected");
+    assert!(
+        r.findings.iter().all(|f| f.kind == kind),
+        "expected only {kind:?}, got {:#?}",
+        r.findings
+    );
+    assert!(
+        r.findings.iter().any(|f| f.object.as_deref() == Some(object)
+            && index.is_none_or(|i| f.index == Some(i))),
+        "no {kind:?} finding names {object} / {index:?}: {:#?}",
+        r.findings
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_events_are_stored_whole_and_verify() {
+    let h = Harness::start().await;
+    let lines = event_lines();
+    assert_eq!(lines.len(), 222);
+    let report = replay(&h, &lines, 400).await;
+    assert_eq!(report.events_sent, 222);
+    assert_eq!(h.tree_size().await, 222);
+
+    let verified = h.verify_dir(&h.store_dir).await;
+    assert!(verified.intact(), "{}", verified.summary());
+    assert_eq!(verified.events_verified, 222);
+    assert_eq!(verified.events, 222);
+    assert!(verified.roots_verified >= 1);
+
+    // Nothing dropped: each input line, canonicalized as the log-file backend would have
+    // written it, is stored with exactly that digest.
+    let want: BTreeSet<_> = lines
+        .iter()
+        .map(|l| parse_event_line(l).unwrap().leaf_hash)
+        .collect();
+    let mut got = BTreeSet::new();
+    for file in segments(&h.store_dir) {
+        let bytes = std::fs::read(&file).unwrap();
+        let (_, body) = segment::parse_header(&bytes).unwrap();
+        for (_, rec) in segment::records(body) {
+            got.insert(rec.unwrap().leaf_hash);
+        }
+    }
+    assert_eq!(got, want);
+    h.shutdown().await;
+}
+
+/// One trail, many tampered copies; each tampering is reported with its kind and place,
+/// and nothing else is reported for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_caught_and_located() {
+    let h = Harness::start().await;
+    replay(&h, &event_lines(), 40).await;
+    let root = h.store_dir.clone();
+    let segs = segments(&root);
+    assert!(segs.len() >= 5, "want several segments, got {}", segs.len());
+    let intact = h.verify_dir(&root).await;
+    assert!(intact.intact(), "{}", intact.summary());
+
+    let case = |name: &str| {
+        let dir = h.dir.path().join(format!("tampered-{name}"));
+        copy_store(&root, &dir);
+        dir
+    };
+    let seg_in = |dir: &Path, i: usize| dir.join(segs[i].strip_prefix(&root).unwrap());
+    let key = |i: usize| key_of(&root, &segs[i]);
+    let header_of = |i: usize| {
+        let bytes = std::fs::read(&segs[i]).unwrap();
+        segment::parse_header(&bytes).unwrap().0
+    };
+
+    // One changed byte in a stored event (keeps valid JSON: a letter's case).
+    let dir = case("byte");
+    let file = seg_in(&dir, 1);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let lines: Vec<usize> = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i)
+        .collect();
+    // Inside the third event line (line 4): its "verb" value.
+    let (start, end) = (lines[2] + 1, lines[3]);
+    let at = start
+        + bytes[start..end]
+            .windows(8)
+            .position(|w| w == b"\"verb\":\"")
+            .unwrap()
+        + 8;
+    bytes[at] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
+    let r = h.verify_dir(&dir).await;
+    assert_only(&r, FindingKind::LeafMismatch, &key(1), Some(header_of(1).first_index + 2));
+
+    // A deleted segment.
+    let dir = case("deleted");
+    std::fs::remove_file(seg_in(&dir, 2)).unwrap();
+    let r = h.verify_dir(&dir).await;
+    let hd = header_of(2);
+    assert_eq!(kinds(&r), vec![FindingKind::MissingEvents], "{}", r.summary());
+    assert_eq!(r.findings[0].index, Some(hd.first_index));
+    assert_eq!(r.findings[0].last_index, Some(hd.first_index + hd.count - 1));
+
+    // Two segments swapped.
+    let dir = case("swapped");
+    let (a, b) = (seg_in(&dir, 1), seg_in(&dir, 2));
+    let (ba, bb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    std::fs::write(&a, bb).unwrap();
+    std::fs::write(&b, ba).unwrap();
+    let r = h.verify_dir(&dir).await;
+    assert_only(&r, FindingKind::KeyMismatch, &key(1), None);
+    assert_only(&r, FindingKind::KeyMismatch, &key(2), None);
+    assert_eq!(r.findings.len(), 2);
+
+    // A segment cut short.
+    let dir = case("cut");
+    let file = seg_in(&dir, 3);
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
+    let r = h.verify_dir(&dir).await;
+    assert_only(&r, FindingKind::SegmentTruncated, &key(3), None);
+
+    // A duplicated line.
+    let dir = case("dupline");
+    let file = seg_in(&dir, 1);
+    let text = std::fs::read(&file).unwrap();
+    let mut out: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+    out.insert(3, out[2]);
+    std::fs::write(&file, out.concat()).unwrap();
+    let r = h.verify_dir(&dir).await;
+    assert_only(&r, FindingKind::DuplicateEvent, &key(1), Some(header_of(1).first_index + 1));
+
+    // A removed line.
+    let dir = case("rmline");
+    let file = seg_in(&dir, 1);
+    let text = std::fs::read(&file).unwrap();
+    let mut out: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+    out.remove(3);
+    std::fs::write(&file, out.concat()).unwrap();
+    let r = h.verify_dir(&dir).await;
+    assert_only(&r, FindingKind::MissingEvents, &key(1), Some(header_of(1).first_index + 2));
+
+    // A replaced checkpoint signature (one bit of the signature, key id kept).
+    let dir = case("sig");
+    let file = seg_in(&dir, 2);
+    let text = String::from_utf8(std::fs::read(&file).unwrap()).unwrap();
+    let tampered = tamper_signature(&text);
+    std::fs::write(&file, tampered).unwrap();
+    let r = h.verify_dir(&dir).await;
+    assert_only(&r, FindingKind::BadSignature, &key(2), None);
+
+    // Verification with another signer's trust bundle.
+    let other_key = h.dir.path().join("other.key");
+    let other = DevKeyFile::generate(&other_key, Algorithm::Ed25519).unwrap();
+    let other_trust =
+        Trust::from_bundle(TrustBundle::new(ORIGIN, vec![TrustedKey::new(ORIGIN, &other, 0)]))
+            .unwrap();
+    let store = sealtrail_store::LocalDirStore::open(&root).unwrap();
+    let r = sealtrail_verifier::verify_store(&store, &other_trust, &Default::default())
+        .await
+        .unwrap();
+    assert!(!r.intact());
+    assert!(
+        r.findings.iter().all(|f| f.kind == FindingKind::UntrustedKey),
+        "{}",
+        r.summary()
+    );
+    assert_eq!(r.findings.len() as u64, r.checkpoints);
+    h.shutdown().await;
+}
+
+/// Flips one bit of the first signature in the header's checkpoint note.
+fn tamper_signature(segment_text: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (header, rest) = segment_text.split_once('\n').unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(header).unwrap();
+    let note = v["checkpoint"].as_str().unwrap().to_string();
+    let (body, sigs) = note.split_once("\n\n").unwrap();
+    let mut lines: Vec<String> = sigs.lines().map(str::to_string).collect();
+    let (prefix, blob) = lines[0].rsplit_once(' ').unwrap();
+    let mut raw = b64.decode(blob).unwrap();
+    let last = raw.len() - 2;
+    raw[last] ^= 0x01;
+    lines[0] = format!("{prefix} {}", b64.encode(raw));
+    v["checkpoint"] = format!("{body}\n\n{}\n", lines.join("\n")).into();
+    // Keep the header canonical (members sorted, no spaces), as the writer does.
+    let header = sealtrail_core::jcs::canonicalize(v.to_string().as_bytes()).unwrap();
+    format!("{}\n{rest}", String::from_utf8(header).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_4xx_and_changes_nothing() {
+    let h = Harness::start_with(1024 * 1024).await;
+    replay(&h, &event_lines()[..10], 400).await;
+    let size = h.tree_size().await;
+    let objects = h.object_count().await;
+    assert_eq!(size, 10);
+
+    let list = |items: &str| {
+        format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{items}]}}"#)
+            .into_bytes()
+    };
+    let ok_item = r#"{"auditID":"a","stage":"ResponseComplete","level":"Metadata"}"#;
+    let mut deep = String::new();
+    for _ in 0..300 {
+        deep.push('[');
+    }
+    for _ in 0..300 {
+        deep.push(']');
+    }
+    let mut invalid_utf8 = list(r#"{"auditID":"a","stage":"ResponseComplete","user":"X"}"#);
+    let x = invalid_utf8.iter().position(|b| *b == b'X').unwrap();
+    invalid_utf8[x] = 0xff;
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("not JSON", b"this is not json".to_vec(), 400),
+        ("truncated JSON", list(ok_item)[..40].to_vec(), 400),
+        (
+            "wrong kind",
+            br#"{"kind":"PodList","apiVersion":"audit.k8s.io/v1","items":[]}"#.to_vec(),
+            400,
+        ),
+        (
+            "wrong apiVersion",
+            br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v2","items":[]}"#.to_vec(),
+            400,
+        ),
+        ("item not an object", list(&format!("{ok_item},42")), 400),
+        (
+            "duplicate keys",
+            list(r#"{"auditID":"a","stage":"ResponseComplete","verb":"get","verb":"delete"}"#),
+            400,
+        ),
+        ("invalid UTF-8", invalid_utf8, 400),
+        (
+            "nesting beyond the limit",
+            list(&format!(r#"{{"auditID":"a","stage":"ResponseComplete","x":{deep}}}"#)),
+            400,
+        ),
+        (
+            "oversized body",
+            list(&format!(
+                r#"{{"auditID":"a","stage":"ResponseComplete","pad":"{}"}}"#,
+                "x".repeat(2 * 1024 * 1024)
+            )),
+            413,
+        ),
+    ];
+    let client = sealtrail_tests::emulator::client(&h.emulator_config(400)).unwrap();
+    for (name, body, want) in cases {
+        let status = sealtrail_tests::emulator::send_body(&client, &h.webhook_url(), body)
+            .await
+            .unwrap();
+        assert_eq!(status, want, "{name}");
+        assert_eq!(h.tree_size().await, size, "{name}: a leaf was consumed");
+        assert_eq!(h.object_count().await, objects, "{name}: an object was written");
+    }
+    h.shutdown().await;
+}
+
+fn signer_binary() -> std::path::PathBuf {
+    // target/<profile>/deps/<this test> → target/<profile>/sealtrail-signer, built by
+    // `cargo test --workspace` for the signer's own integration tests.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("sealtrail-signer");
+    assert!(bin.exists(), "{} not built: run cargo test --workspace", bin.display());
+    bin
+}
+
+fn spawn_signer(h: &Harness, addr: std::net::SocketAddr) -> Child {
+    Command::new(signer_binary())
+        .args(["serve", "--origin", ORIGIN, "--listen", &addr.to_string()])
+        .arg("--state-dir")
+        .arg(&h.state_dir)
+        .arg("--tls-cert")
+        .arg(&h.pki.signer_cert)
+        .arg("--tls-key")
+        .arg(&h.pki.signer_key)
+        .arg("--client-ca")
+        .arg(&h.pki.ca_cert)
+        .arg("--dev-key")
+        .arg(&h.key_path)
+        .arg("--insecure-dev-key")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_for_signer(h: &Harness) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(h.signer_addr()).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("signer did not come up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_signer_continues_the_same_log() {
+    let mut h = Harness::start().await;
+    // Swap the in-process signer for a real process on the same address.
+    let addr = h.signer_addr();
+    h.stop_signer().await;
+    let mut child = spawn_signer(&h, addr);
+    wait_for_signer(&h).await;
+
+    let lines = event_lines();
+    replay(&h, &lines[..100], 400).await;
+    let before = h.latest_checkpoint().await.unwrap();
+    assert_eq!(before.checkpoint.size, 100);
+
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let mut child = spawn_signer(&h, addr);
+    wait_for_signer(&h).await;
+
+    let after_restart = h.latest_checkpoint().await.unwrap();
+    assert_eq!(after_restart, before, "the restarted signer serves the same checkpoint");
+    replay(&h, &lines[100..], 400).await;
+    let last = h.latest_checkpoint().await.unwrap();
+    assert_eq!(last.checkpoint.size, 222);
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = h.verify_dir(&h.store_dir).await;
+    assert!(r.intact(), "{}", r.summary());
+    assert_eq!(r.events_verified, 222);
+    h.shutdown().await;
+}
