@@ -8,7 +8,10 @@ use sealtrail_core::event::{parse_event_line, parse_event_list};
 use sha2::{Digest as _, Sha256};
 
 fn events() -> Vec<Vec<u8>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/k8s-audit/events.jsonl");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/testdata/k8s-audit/events.jsonl"
+    );
     std::fs::read(path)
         .unwrap()
         .split(|b| *b == b'\n')
@@ -37,7 +40,8 @@ fn bench(c: &mut Criterion) {
         })
     });
     // A webhook body of all 222 events, as the ingester parses it.
-    let mut body = br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#.to_vec();
+    let mut body =
+        br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#.to_vec();
     for (i, l) in lines.iter().enumerate() {
         if i > 0 {
             body.push(b',');

@@ -182,8 +182,7 @@ impl SignedCheckpoint {
                 bytes.len()
             )));
         }
-        let note =
-            signed_note::Note::from_bytes(bytes).map_err(|e| Error::Note(e.to_string()))?;
+        let note = signed_note::Note::from_bytes(bytes).map_err(|e| Error::Note(e.to_string()))?;
         let text = note.text().to_vec();
         let checkpoint = Checkpoint::from_text(&text)?;
         // The crate keeps its signature list private; the lines are simple to read back.

@@ -33,11 +33,7 @@ impl fmt::Display for JsonErrorKind {
             Self::UnexpectedEnd => f.write_str("unexpected end of input"),
             Self::TrailingData => f.write_str("trailing data after the JSON value"),
             Self::DuplicateKey(k) => write!(f, "duplicate object key {k:?}"),
-            Self::TooDeep => write!(
-                f,
-                "nesting deeper than {} levels",
-                crate::jcs::MAX_DEPTH
-            ),
+            Self::TooDeep => write!(f, "nesting deeper than {} levels", crate::jcs::MAX_DEPTH),
             Self::InvalidUtf8 => f.write_str("invalid UTF-8"),
             Self::LoneSurrogate => f.write_str("lone UTF-16 surrogate in \\u escape"),
             Self::ControlCharacter => f.write_str("unescaped control character in string"),

@@ -49,7 +49,11 @@ pub fn parse_event_list(body: &[u8]) -> Result<EventBatch, Error> {
     };
     match list.get("kind").and_then(Value::as_str) {
         Some("EventList") => {}
-        Some(other) => return Err(Error::Batch(format!("kind is {other:?}, not \"EventList\""))),
+        Some(other) => {
+            return Err(Error::Batch(format!(
+                "kind is {other:?}, not \"EventList\""
+            )));
+        }
         None => return Err(Error::Batch("no kind (expected \"EventList\")".into())),
     }
     let api_version = match list.get("apiVersion").and_then(Value::as_str) {
@@ -173,8 +177,8 @@ mod tests {
 
     #[test]
     fn stamps_kind_and_api_version() {
-        let b = parse_event_list(&list(r#"{"auditID":"a","stage":"ResponseComplete","z":1}"#))
-            .unwrap();
+        let b =
+            parse_event_list(&list(r#"{"auditID":"a","stage":"ResponseComplete","z":1}"#)).unwrap();
         assert_eq!(
             String::from_utf8(b.events[0].canonical.clone()).unwrap(),
             r#"{"apiVersion":"audit.k8s.io/v1","auditID":"a","kind":"Event","stage":"ResponseComplete","z":1}"#

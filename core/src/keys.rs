@@ -238,7 +238,10 @@ mod tests {
         // The signed_note crate computes the same recommended key id.
         let mut key = vec![0x01];
         key.extend_from_slice(sk.verifying_key().as_bytes());
-        assert_eq!(pk.key_id("example.com/log"), signed_note::key_id("example.com/log", &key));
+        assert_eq!(
+            pk.key_id("example.com/log"),
+            signed_note::key_id("example.com/log", &key)
+        );
         let back = PublicKey::from_spki_der(pk.spki_der()).unwrap();
         assert_eq!(back, pk);
         assert_eq!(PublicKey::from_spki_pem(&pk.to_pem()).unwrap(), pk);
@@ -247,7 +250,7 @@ mod tests {
     #[test]
     fn p256_roundtrip_high_and_low_s() {
         let sk = p256::ecdsa::SigningKey::from_slice(&[9u8; 32]).unwrap();
-        let pk = PublicKey::from_p256_sec1(&sk.verifying_key().to_encoded_point(false).as_bytes())
+        let pk = PublicKey::from_p256_sec1(sk.verifying_key().to_encoded_point(false).as_bytes())
             .unwrap();
         assert_eq!(pk.algorithm(), Algorithm::EcdsaP256Sha256);
         let msg = b"origin\n1\nAAAA\n";

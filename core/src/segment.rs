@@ -68,7 +68,10 @@ pub fn encode(
         "checkpoint",
         Value::String(String::from_utf8_lossy(&checkpoint.to_bytes()).into_owned()),
     );
-    header.insert("count", Value::Number(Number::from_u64(events.len() as u64)));
+    header.insert(
+        "count",
+        Value::Number(Number::from_u64(events.len() as u64)),
+    );
     header.insert("first_index", Value::Number(Number::from_u64(first_index)));
     header.insert("format", Value::String(SEGMENT_FORMAT.into()));
     let body_len: usize = events.iter().map(|e| e.canonical.len() + 40).sum::<usize>()
@@ -100,7 +103,10 @@ pub fn encode(
 pub fn parse_header(bytes: &[u8]) -> Result<(SegmentHeader, &[u8]), Error> {
     let bad = |why: String| Error::Segment(why);
     if bytes.len() > MAX_SEGMENT_LEN {
-        return Err(bad(format!("{} bytes (max {MAX_SEGMENT_LEN})", bytes.len())));
+        return Err(bad(format!(
+            "{} bytes (max {MAX_SEGMENT_LEN})",
+            bytes.len()
+        )));
     }
     let end = bytes
         .iter()
@@ -155,7 +161,7 @@ fn parse_record(line: &[u8]) -> Result<Record, Error> {
     let Value::Object(mut obj) = jcs::parse(line)? else {
         return Err(bad("line is not an object"));
     };
-    expect_keys(&obj, &["event", "index", "proof"]).map_err(|e| Error::Segment(e))?;
+    expect_keys(&obj, &["event", "index", "proof"]).map_err(Error::Segment)?;
     let index = obj
         .get("index")
         .and_then(Value::as_u64)
@@ -178,10 +184,11 @@ fn parse_record(line: &[u8]) -> Result<Record, Error> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let event = obj.remove("event").ok_or_else(|| bad("no event"))?;
-    let ev = event.as_object().ok_or_else(|| bad("event is not an object"))?;
+    let ev = event
+        .as_object()
+        .ok_or_else(|| bad("event is not an object"))?;
     let get = |k: &str| ev.get(k).and_then(Value::as_str).map(str::to_string);
-    let (audit_id, stage, stage_timestamp) =
-        (get("auditID"), get("stage"), get("stageTimestamp"));
+    let (audit_id, stage, stage_timestamp) = (get("auditID"), get("stage"), get("stageTimestamp"));
     let canonical = event.to_canonical();
     Ok(Record {
         index,

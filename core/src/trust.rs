@@ -147,7 +147,10 @@ impl Trust {
             if format!("{id:08x}") != entry.key_id {
                 return Err(ctx(format!("key id is {id:08x}")));
             }
-            if entry.valid_to_size.is_some_and(|to| to < entry.valid_from_size) {
+            if entry
+                .valid_to_size
+                .is_some_and(|to| to < entry.valid_from_size)
+            {
                 return Err(ctx("valid_to_size below valid_from_size".into()));
             }
             keys.push(ResolvedKey {

@@ -108,7 +108,10 @@ fn worked_examples() {
     let bundle = TrustBundle::new(ORIGIN, vec![TrustedKey::new(ORIGIN, &public, 0)]);
     check("trust.json", &bundle.to_json());
     let trust = Trust::parse(&bundle.to_json()).unwrap();
-    assert!(matches!(trust.verify(&signed), SignatureVerdict::Trusted { .. }));
+    assert!(matches!(
+        trust.verify(&signed),
+        SignatureVerdict::Trusted { .. }
+    ));
 
     let seg = segment::encode(0, &signed, &batch.events, &proofs).unwrap();
     check("segment.jsonl", &seg);

@@ -29,8 +29,8 @@ pub fn tls_config(files: &ServerTls) -> Result<Arc<rustls::ServerConfig>, Error>
         .map_err(|e| cfg(&files.cert, &e))?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| cfg(&files.key, &e))?;
     let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(&files.client_ca)
-        .map_err(|e| cfg(&files.client_ca, &e))?
+    for ca in
+        CertificateDer::pem_file_iter(&files.client_ca).map_err(|e| cfg(&files.client_ca, &e))?
     {
         roots
             .add(ca.map_err(|e| cfg(&files.client_ca, &e))?)

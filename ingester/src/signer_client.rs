@@ -29,9 +29,8 @@ pub struct SignerClientConfig {
 
 /// A lazily connected client: the signer may be down when the ingester starts.
 pub fn connect(config: &SignerClientConfig) -> Result<SignerClient<Channel>, Error> {
-    let read = |p: &PathBuf| {
-        std::fs::read(p).map_err(|e| Error::Config(format!("{}: {e}", p.display())))
-    };
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| Error::Config(format!("{}: {e}", p.display())));
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&config.ca)?))
         .identity(Identity::from_pem(read(&config.cert)?, read(&config.key)?));

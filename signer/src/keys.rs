@@ -141,7 +141,10 @@ mod tests {
             let path = dir.path().join(alg.as_str());
             let public = DevKeyFile::generate(&path, alg).unwrap();
             assert!(DevKeyFile::generate(&path, alg).is_err(), "no overwrite");
-            assert!(DevKeyFile::load(&path, false).is_err(), "needs the insecure flag");
+            assert!(
+                DevKeyFile::load(&path, false).is_err(),
+                "needs the insecure flag"
+            );
             let key = DevKeyFile::load(&path, true).unwrap();
             assert_eq!(key.public_key(), &public);
             let sig = key.sign(b"text\n").await.unwrap();

@@ -184,13 +184,13 @@ impl Committer {
                 let mut next = first_index;
                 for job in jobs {
                     let n = job.leaves.len() as u64;
-                    let result = self.proofs(next, n, checkpoint.checkpoint.size).map(|proofs| {
-                        Appended {
+                    let result = self
+                        .proofs(next, n, checkpoint.checkpoint.size)
+                        .map(|proofs| Appended {
                             first_index: next,
                             checkpoint: checkpoint.clone(),
                             proofs,
-                        }
-                    });
+                        });
                     next += n;
                     let _ = job.reply.send(result);
                 }

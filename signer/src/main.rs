@@ -11,7 +11,11 @@ use sealtrail_core::trust::{TrustBundle, TrustedKey};
 use sealtrail_signer::{CommitConfig, Config, DevKeyFile, KeyBackend, TlsFiles};
 
 #[derive(Parser)]
-#[command(name = "sealtrail-signer", version, about = "Sealtrail signer: the single writer of the audit log")]
+#[command(
+    name = "sealtrail-signer",
+    version,
+    about = "Sealtrail signer: the single writer of the audit log"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -102,8 +106,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -178,11 +178,9 @@ impl State {
     /// Computes the stored hashes that appending `leaves` adds (nothing is written).
     pub fn stage(&self, leaves: &[Hash]) -> Result<Vec<Hash>, Error> {
         let mut pending = Vec::with_capacity(leaves.len() * 2);
-        let mut index = self.size();
-        for leaf in leaves {
+        for (index, leaf) in (self.size()..).zip(leaves) {
             let new = merkle::stored_hashes_for_leaf(index, leaf, &self.reader(&pending))?;
             pending.extend_from_slice(&new);
-            index += 1;
         }
         Ok(pending)
     }
@@ -279,7 +277,9 @@ fn read_head(dir: &Path, log: &File) -> Result<(u64, Option<SignedCheckpoint>), 
     }
     let (start, end) = (u64::from_le_bytes(start), u64::from_le_bytes(end));
     match read_record(log, start, log.metadata()?.len())? {
-        Some((cp, rec_end)) if rec_end == end && Sha256::digest(cp.to_bytes())[..] == buf[16..48] => {
+        Some((cp, rec_end))
+            if rec_end == end && Sha256::digest(cp.to_bytes())[..] == buf[16..48] =>
+        {
             Ok((end, Some(cp)))
         }
         _ => Err(damaged("does not name an intact checkpoint record")),
@@ -377,7 +377,9 @@ mod tests {
         let mut state = State::open(dir.path()).unwrap();
         assert_eq!(state.latest(), Some(&cp));
         assert_eq!(
-            std::fs::metadata(dir.path().join(HASHES_FILE)).unwrap().len(),
+            std::fs::metadata(dir.path().join(HASHES_FILE))
+                .unwrap()
+                .len(),
             merkle::stored_hash_count(3) * HASH_LEN as u64
         );
         // The log continues at index 3: no index is reused or skipped.

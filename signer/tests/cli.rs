@@ -1,5 +1,6 @@
 //! The signer binary's refusals: no dev key without the explicit insecure flag, and no
 //! second signer on a state directory already in use.
+#![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +14,11 @@ fn keygen(dir: &std::path::Path) -> std::path::PathBuf {
         .arg(&key)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     key
 }
 
@@ -31,11 +36,21 @@ fn dev_key_needs_the_insecure_flag() {
     assert!(stderr.contains("--insecure-dev-key"), "{stderr}");
 
     let out = Command::new(BIN)
-        .args(["export-trust", "--origin", "example.com/log", "--insecure-dev-key", "--dev-key"])
+        .args([
+            "export-trust",
+            "--origin",
+            "example.com/log",
+            "--insecure-dev-key",
+            "--dev-key",
+        ])
         .arg(&key)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bundle = sealtrail_core::trust::Trust::parse(&out.stdout).unwrap();
     assert_eq!(bundle.origin(), "example.com/log");
 }
@@ -59,10 +74,23 @@ fn second_signer_on_the_same_state_dir_refuses() {
     lock.try_lock().unwrap();
     let start = Instant::now();
     let out = Command::new(BIN)
-        .args(["serve", "--origin", "example.com/log", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--origin",
+            "example.com/log",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .arg("--state-dir")
         .arg(&state)
-        .args(["--tls-cert", "/nonexistent", "--tls-key", "/nonexistent", "--client-ca", "/nonexistent"])
+        .args([
+            "--tls-cert",
+            "/nonexistent",
+            "--tls-key",
+            "/nonexistent",
+            "--client-ca",
+            "/nonexistent",
+        ])
         .arg("--dev-key")
         .arg(&key)
         .arg("--insecure-dev-key")

@@ -227,7 +227,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalDirStore::open(dir.path()).unwrap();
         let key = "p/segments/2026/11/27/05/a.jsonl";
-        assert_eq!(store.put_new(key, b"one").await.unwrap(), PutOutcome::Created);
+        assert_eq!(
+            store.put_new(key, b"one").await.unwrap(),
+            PutOutcome::Created
+        );
         assert_eq!(
             store.put_new(key, b"one").await.unwrap(),
             PutOutcome::AlreadyStored
@@ -238,7 +241,10 @@ mod tests {
         ));
         assert_eq!(store.get(key).await.unwrap(), b"one");
         assert_eq!(store.get_prefix(key, 2).await.unwrap(), b"on");
-        let mode = fs::metadata(dir.path().join(key)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(key))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o222, 0, "stored files are read-only");
         store.put_new("p/other", b"x").await.unwrap();
         store.put_new("q/x", b"x").await.unwrap();
@@ -249,8 +255,13 @@ mod tests {
             .into_iter()
             .map(|o| o.key)
             .collect();
-        assert_eq!(keys, vec![key.to_string(), "p/other".to_string()]);
-        assert!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().next().is_none());
+        assert_eq!(keys, vec!["p/other".to_string(), key.to_string()]);
+        assert!(
+            fs::read_dir(dir.path().join(TMP_DIR))
+                .unwrap()
+                .next()
+                .is_none()
+        );
         assert!(matches!(
             store.get("p/missing").await,
             Err(StoreError::NotFound(_))

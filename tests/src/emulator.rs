@@ -29,13 +29,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
-use http::{Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use sealtrail_core::jcs::{self, Object, Value};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 
@@ -355,6 +351,17 @@ pub fn repeat_events(lines: &[Vec<u8>], n: usize) -> anyhow::Result<Vec<Vec<u8>>
 
 // ---------------------------------------------------------------------------------------
 // HTTPS client
+//
+// A small HTTP/1.1 client of its own rather than hyper's, for one behaviour of Go's
+// `net/http` Transport that matters here: when a server answers before it has read the
+// whole request body (a 413 from a body limit, say) and closes, the response is still
+// returned. The request is written while the response is read; a response that arrives
+// first wins, and a write error only matters if no response follows.
+
+type Conn = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// Longest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
 
 /// The apiserver's HTTPS client: HTTP/1.1 over TLS with a client certificate, keep-alive
 /// connections reused, one timeout per attempt. Cheap to clone (shares its connections).
@@ -376,7 +383,7 @@ struct ClientInner {
     tls: TlsConnector,
     timeout: Duration,
     user_agent: String,
-    idle: Mutex<Vec<(String, SendRequest<Full<Bytes>>)>>,
+    idle: Mutex<Vec<(String, Conn)>>,
 }
 
 /// One HTTP response.
@@ -385,7 +392,57 @@ pub struct Response {
     pub status: u16,
     /// `Retry-After`, when given in seconds.
     pub retry_after: Option<Duration>,
+    /// Header names in lower case, values as sent.
+    pub headers: Vec<(String, String)>,
     pub body: Bytes,
+}
+
+struct Target {
+    host: String,
+    port: u16,
+    authority: String,
+    path: String,
+}
+
+fn target(url: &str) -> anyhow::Result<Target> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| anyhow!("{url}: only https:// URLs are supported"))?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_string()),
+    };
+    let path = path.split('#').next().unwrap_or("/").to_string();
+    ensure!(
+        !authority.is_empty() && !authority.contains('@'),
+        "{url}: bad host"
+    );
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| anyhow!("{url}: bad IPv6 host"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().with_context(|| format!("{url}: port"))?,
+            None if after.is_empty() => 443,
+            None => bail!("{url}: bad host"),
+        };
+        (h.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse().with_context(|| format!("{url}: port"))?,
+            ),
+            None => (authority.to_string(), 443),
+        }
+    };
+    Ok(Target {
+        host,
+        port,
+        authority: authority.to_string(),
+        path,
+    })
 }
 
 impl Client {
@@ -412,68 +469,36 @@ impl Client {
     }
 
     async fn post_inner(&self, url: &str, body: Bytes) -> anyhow::Result<Response> {
-        let uri: Uri = url.parse().with_context(|| format!("URL {url:?}"))?;
-        ensure!(
-            uri.scheme_str() == Some("https"),
-            "{url}: only https:// is supported"
-        );
-        let authority = uri
-            .authority()
-            .ok_or_else(|| anyhow!("{url}: no host"))?
-            .clone();
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = authority.port_u16().unwrap_or(443);
-        let pool_key = format!("{host}:{port}");
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-
-        let mut sender = match self.checkout(&pool_key).await {
-            Some(s) => s,
-            None => self.connect(&host, port).await?,
+        let t = target(url)?;
+        let pool_key = format!("{}:{}", t.host, t.port);
+        let conn = match self.checkout(&pool_key).await {
+            Some(c) => c,
+            None => self.connect(&t.host, t.port).await?,
         };
-        let req = Request::post(path)
-            .header(HOST, authority.as_str())
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json, */*")
-            .header(USER_AGENT, self.inner.user_agent.as_str())
-            .body(Full::new(body))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .context("sending the request")?;
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .context("reading the response")?
-            .to_bytes();
-        if !sender.is_closed() {
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nContent-Length: {}\r\n\
+             Accept: application/json, */*\r\nContent-Type: application/json\r\n\r\n",
+            t.path,
+            t.authority,
+            self.inner.user_agent,
+            body.len()
+        );
+        let (response, reusable) = exchange(conn, head.into_bytes(), body).await?;
+        if let Some(conn) = reusable {
             self.inner
                 .idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push((pool_key, sender));
+                .push((pool_key, conn));
         }
-        Ok(Response {
-            status,
-            retry_after,
-            body,
-        })
+        Ok(response)
     }
 
-    async fn checkout(&self, key: &str) -> Option<SendRequest<Full<Bytes>>> {
+    /// An idle connection to `key` the server has not closed (as Go's transport, which
+    /// always reads idle connections, would notice).
+    async fn checkout(&self, key: &str) -> Option<Conn> {
         loop {
-            let candidate = {
+            let mut conn = {
                 let mut idle = self
                     .inner
                     .idle
@@ -482,33 +507,186 @@ impl Client {
                 let pos = idle.iter().rposition(|(k, _)| k == key)?;
                 idle.swap_remove(pos).1
             };
-            let mut s = candidate;
-            if !s.is_closed() && s.ready().await.is_ok() {
-                return Some(s);
+            let mut probe = [0u8; 1];
+            // Polled once: pending means open and quiet.
+            if tokio::time::timeout(Duration::ZERO, conn.read(&mut probe))
+                .await
+                .is_err()
+            {
+                return Some(conn);
             }
         }
     }
 
-    async fn connect(&self, host: &str, port: u16) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    async fn connect(&self, host: &str, port: u16) -> anyhow::Result<Conn> {
         let tcp = tokio::net::TcpStream::connect((host, port))
             .await
             .with_context(|| format!("connecting to {host}:{port}"))?;
         tcp.set_nodelay(true)?;
         let name = ServerName::try_from(host.to_string())
             .with_context(|| format!("server name {host:?}"))?;
-        let tls = self
-            .inner
+        self.inner
             .tls
             .connect(name, tcp)
             .await
-            .with_context(|| format!("TLS handshake with {host}:{port}"))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .with_context(|| format!("TLS handshake with {host}:{port}"))
+    }
+}
+
+/// Writes the request while reading the response. The connection comes back if it can
+/// carry another request.
+async fn exchange(
+    conn: Conn,
+    head: Vec<u8>,
+    body: Bytes,
+) -> anyhow::Result<(Response, Option<Conn>)> {
+    let (rd, mut wr) = tokio::io::split(conn);
+    let write = async move {
+        wr.write_all(&head).await?;
+        wr.write_all(&body).await?;
+        wr.flush().await?;
+        Ok::<_, std::io::Error>(wr)
+    };
+    let read = async move {
+        let mut rd = BufReader::new(rd);
+        let r = read_response(&mut rd).await;
+        (r, rd)
+    };
+    tokio::pin!(write, read);
+    let mut written: Option<std::io::Result<tokio::io::WriteHalf<Conn>>> = None;
+    loop {
+        tokio::select! {
+            (r, rd) = &mut read => {
+                let (resp, keep_alive) = match (r, &written) {
+                    (Ok(r), _) => r,
+                    (Err(e), Some(Err(w))) => {
+                        return Err(e.context(format!("writing the request failed too: {w}")));
+                    }
+                    (Err(e), _) => return Err(e),
+                };
+                let conn = match written {
+                    Some(Ok(wr)) if keep_alive && rd.buffer().is_empty() => {
+                        Some(rd.into_inner().unsplit(wr))
+                    }
+                    _ => None,
+                };
+                return Ok((resp, conn));
+            }
+            w = &mut write, if written.is_none() => written = Some(w),
+        }
+    }
+}
+
+async fn read_line<R: AsyncBufRead + Unpin>(rd: &mut R, limit: usize) -> anyhow::Result<String> {
+    let mut line = Vec::new();
+    let n = (&mut *rd)
+        .take(limit as u64)
+        .read_until(b'\n', &mut line)
+        .await?;
+    ensure!(n > 0, "connection closed before a complete response");
+    ensure!(line.ends_with(b"\n"), "response line too long or truncated");
+    while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        line.pop();
+    }
+    String::from_utf8(line).context("response head is not UTF-8")
+}
+
+/// Reads one response; `true` if the connection may carry another request.
+async fn read_response<R: AsyncBufRead + Unpin>(rd: &mut R) -> anyhow::Result<(Response, bool)> {
+    loop {
+        let status_line = read_line(rd, MAX_HEAD)
             .await
-            .context("HTTP/1.1 handshake")?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+            .context("reading the response")?;
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        ensure!(
+            version.starts_with("HTTP/1."),
+            "not an HTTP/1 response: {status_line:?}"
+        );
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .filter(|s| (100..1000).contains(s))
+            .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+        let mut headers = Vec::new();
+        let mut size = 0;
+        loop {
+            let line = read_line(rd, MAX_HEAD).await?;
+            size += line.len();
+            ensure!(size <= MAX_HEAD, "response head too large");
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| anyhow!("bad header line {line:?}"))?;
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+        if (100..200).contains(&status) {
+            continue; // 100 Continue and friends: the real response follows.
+        }
+        let header = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+        };
+        let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+            || version == "HTTP/1.0";
+        let chunked =
+            header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let length = match header("content-length") {
+            Some(v) => Some(
+                v.parse::<u64>()
+                    .with_context(|| format!("Content-Length {v:?}"))?,
+            ),
+            None => None,
+        };
+        let mut body = Vec::new();
+        let delimited = if status == 204 || status == 304 {
+            true
+        } else if chunked {
+            loop {
+                let line = read_line(rd, 1024).await?;
+                let hex = line.split(';').next().unwrap_or_default().trim();
+                let n =
+                    u64::from_str_radix(hex, 16).with_context(|| format!("chunk size {hex:?}"))?;
+                if n == 0 {
+                    while !read_line(rd, MAX_HEAD).await?.is_empty() {}
+                    break;
+                }
+                let start = body.len();
+                (&mut *rd).take(n).read_to_end(&mut body).await?;
+                ensure!(
+                    (body.len() - start) as u64 == n,
+                    "connection closed inside a chunk"
+                );
+                ensure!(read_line(rd, 2).await?.is_empty(), "bad chunk end");
+            }
+            true
+        } else if let Some(n) = length {
+            (&mut *rd).take(n).read_to_end(&mut body).await?;
+            ensure!(
+                body.len() as u64 == n,
+                "connection closed inside the response body"
+            );
+            true
+        } else {
+            rd.read_to_end(&mut body).await?;
+            false
+        };
+        let retry_after = header("retry-after")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        return Ok((
+            Response {
+                status,
+                retry_after,
+                headers,
+                body: body.into(),
+            },
+            delimited && !close,
+        ));
     }
 }
 
@@ -878,8 +1056,11 @@ mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use http::HeaderMap;
+    use http::header::RETRY_AFTER;
+    use http::{HeaderMap, Request};
+    use http_body_util::{BodyExt, Full};
     use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
     use tokio_rustls::TlsAcceptor;
 
     use super::*;
@@ -1456,5 +1637,36 @@ mod tests {
         cfg.apiservers = 3;
         let report = run(&cfg, &events()).await.unwrap();
         assert_eq!((report.events_ok, report.batches_ok), (222, 222));
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::target;
+
+    #[test]
+    fn urls() {
+        let t = target("https://127.0.0.1:8443/v1/audit?timeout=30s").unwrap();
+        assert_eq!(
+            (
+                t.host.as_str(),
+                t.port,
+                t.authority.as_str(),
+                t.path.as_str()
+            ),
+            ("127.0.0.1", 8443, "127.0.0.1:8443", "/v1/audit?timeout=30s")
+        );
+        let t = target("https://[::1]:9/x#frag").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 9, "/x"));
+        let t = target("https://ingester.sealtrail.svc").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("ingester.sealtrail.svc", 443, "/")
+        );
+        assert!(target("http://127.0.0.1/").is_err());
+        assert!(target("https://h:port/").is_err());
+        assert!(target("https:///x").is_err());
     }
 }

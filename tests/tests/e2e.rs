@@ -31,8 +31,9 @@ fn assert_only(r: &Report, kind: FindingKind, object: &str, index: Option<u64>) 
         r.findings
     );
     assert!(
-        r.findings.iter().any(|f| f.object.as_deref() == Some(object)
-            && index.is_none_or(|i| f.index == Some(i))),
+        r.findings.iter().any(
+            |f| f.object.as_deref() == Some(object) && index.is_none_or(|i| f.index == Some(i))
+        ),
         "no {kind:?} finding names {object} / {index:?}: {:#?}",
         r.findings
     );
@@ -94,10 +95,17 @@ async fn tampering_is_caught_and_located() {
         let bytes = std::fs::read(&segs[i]).unwrap();
         segment::parse_header(&bytes).unwrap().0
     };
+    // Batches are split by apiVersion, so some segments hold a single event: tamper with
+    // ones that hold several (positions in key order).
+    let big: Vec<usize> = (0..segs.len())
+        .filter(|&i| header_of(i).count >= 5)
+        .collect();
+    assert!(big.len() >= 4, "want four segments of 5+ events");
+    let [b0, b1, b2, b3] = [big[0], big[1], big[2], big[3]];
 
     // One changed byte in a stored event (keeps valid JSON: a letter's case).
     let dir = case("byte");
-    let file = seg_in(&dir, 1);
+    let file = seg_in(&dir, b0);
     let mut bytes = std::fs::read(&file).unwrap();
     let lines: Vec<usize> = bytes
         .iter()
@@ -116,78 +124,105 @@ async fn tampering_is_caught_and_located() {
     bytes[at] ^= 0x20;
     std::fs::write(&file, &bytes).unwrap();
     let r = h.verify_dir(&dir).await;
-    assert_only(&r, FindingKind::LeafMismatch, &key(1), Some(header_of(1).first_index + 2));
+    assert_only(
+        &r,
+        FindingKind::LeafMismatch,
+        &key(b0),
+        Some(header_of(b0).first_index + 2),
+    );
 
     // A deleted segment.
     let dir = case("deleted");
-    std::fs::remove_file(seg_in(&dir, 2)).unwrap();
+    std::fs::remove_file(seg_in(&dir, b1)).unwrap();
     let r = h.verify_dir(&dir).await;
-    let hd = header_of(2);
-    assert_eq!(kinds(&r), vec![FindingKind::MissingEvents], "{}", r.summary());
+    let hd = header_of(b1);
+    assert_eq!(
+        kinds(&r),
+        vec![FindingKind::MissingEvents],
+        "{}",
+        r.summary()
+    );
     assert_eq!(r.findings[0].index, Some(hd.first_index));
-    assert_eq!(r.findings[0].last_index, Some(hd.first_index + hd.count - 1));
+    assert_eq!(
+        r.findings[0].last_index,
+        Some(hd.first_index + hd.count - 1)
+    );
 
     // Two segments swapped.
     let dir = case("swapped");
-    let (a, b) = (seg_in(&dir, 1), seg_in(&dir, 2));
+    let (a, b) = (seg_in(&dir, b0), seg_in(&dir, b1));
     let (ba, bb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     std::fs::write(&a, bb).unwrap();
     std::fs::write(&b, ba).unwrap();
     let r = h.verify_dir(&dir).await;
-    assert_only(&r, FindingKind::KeyMismatch, &key(1), None);
-    assert_only(&r, FindingKind::KeyMismatch, &key(2), None);
+    assert_only(&r, FindingKind::KeyMismatch, &key(b0), None);
+    assert_only(&r, FindingKind::KeyMismatch, &key(b1), None);
     assert_eq!(r.findings.len(), 2);
 
     // A segment cut short.
     let dir = case("cut");
-    let file = seg_in(&dir, 3);
+    let file = seg_in(&dir, b2);
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
     let r = h.verify_dir(&dir).await;
-    assert_only(&r, FindingKind::SegmentTruncated, &key(3), None);
+    assert_only(&r, FindingKind::SegmentTruncated, &key(b2), None);
 
     // A duplicated line.
     let dir = case("dupline");
-    let file = seg_in(&dir, 1);
+    let file = seg_in(&dir, b0);
     let text = std::fs::read(&file).unwrap();
     let mut out: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
     out.insert(3, out[2]);
     std::fs::write(&file, out.concat()).unwrap();
     let r = h.verify_dir(&dir).await;
-    assert_only(&r, FindingKind::DuplicateEvent, &key(1), Some(header_of(1).first_index + 1));
+    assert_only(
+        &r,
+        FindingKind::DuplicateEvent,
+        &key(b0),
+        Some(header_of(b0).first_index + 1),
+    );
 
     // A removed line.
     let dir = case("rmline");
-    let file = seg_in(&dir, 1);
+    let file = seg_in(&dir, b0);
     let text = std::fs::read(&file).unwrap();
     let mut out: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
     out.remove(3);
     std::fs::write(&file, out.concat()).unwrap();
     let r = h.verify_dir(&dir).await;
-    assert_only(&r, FindingKind::MissingEvents, &key(1), Some(header_of(1).first_index + 2));
+    assert_only(
+        &r,
+        FindingKind::MissingEvents,
+        &key(b0),
+        Some(header_of(b0).first_index + 2),
+    );
 
     // A replaced checkpoint signature (one bit of the signature, key id kept).
     let dir = case("sig");
-    let file = seg_in(&dir, 2);
+    let file = seg_in(&dir, b3);
     let text = String::from_utf8(std::fs::read(&file).unwrap()).unwrap();
     let tampered = tamper_signature(&text);
     std::fs::write(&file, tampered).unwrap();
     let r = h.verify_dir(&dir).await;
-    assert_only(&r, FindingKind::BadSignature, &key(2), None);
+    assert_only(&r, FindingKind::BadSignature, &key(b3), None);
 
     // Verification with another signer's trust bundle.
     let other_key = h.dir.path().join("other.key");
     let other = DevKeyFile::generate(&other_key, Algorithm::Ed25519).unwrap();
-    let other_trust =
-        Trust::from_bundle(TrustBundle::new(ORIGIN, vec![TrustedKey::new(ORIGIN, &other, 0)]))
-            .unwrap();
+    let other_trust = Trust::from_bundle(TrustBundle::new(
+        ORIGIN,
+        vec![TrustedKey::new(ORIGIN, &other, 0)],
+    ))
+    .unwrap();
     let store = sealtrail_store::LocalDirStore::open(&root).unwrap();
     let r = sealtrail_verifier::verify_store(&store, &other_trust, &Default::default())
         .await
         .unwrap();
     assert!(!r.intact());
     assert!(
-        r.findings.iter().all(|f| f.kind == FindingKind::UntrustedKey),
+        r.findings
+            .iter()
+            .all(|f| f.kind == FindingKind::UntrustedKey),
         "{}",
         r.summary()
     );
@@ -260,7 +295,9 @@ async fn bad_input_gets_4xx_and_changes_nothing() {
         ("invalid UTF-8", invalid_utf8, 400),
         (
             "nesting beyond the limit",
-            list(&format!(r#"{{"auditID":"a","stage":"ResponseComplete","x":{deep}}}"#)),
+            list(&format!(
+                r#"{{"auditID":"a","stage":"ResponseComplete","x":{deep}}}"#
+            )),
             400,
         ),
         (
@@ -279,7 +316,11 @@ async fn bad_input_gets_4xx_and_changes_nothing() {
             .unwrap();
         assert_eq!(status, want, "{name}");
         assert_eq!(h.tree_size().await, size, "{name}: a leaf was consumed");
-        assert_eq!(h.object_count().await, objects, "{name}: an object was written");
+        assert_eq!(
+            h.object_count().await,
+            objects,
+            "{name}: an object was written"
+        );
     }
     h.shutdown().await;
 }
@@ -288,8 +329,17 @@ fn signer_binary() -> std::path::PathBuf {
     // target/<profile>/deps/<this test> → target/<profile>/sealtrail-signer, built by
     // `cargo test --workspace` for the signer's own integration tests.
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("sealtrail-signer");
-    assert!(bin.exists(), "{} not built: run cargo test --workspace", bin.display());
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("sealtrail-signer");
+    assert!(
+        bin.exists(),
+        "{} not built: run cargo test --workspace",
+        bin.display()
+    );
     bin
 }
 
@@ -316,7 +366,10 @@ fn spawn_signer(h: &Harness, addr: std::net::SocketAddr) -> Child {
 
 async fn wait_for_signer(h: &Harness) {
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(h.signer_addr()).await.is_ok() {
+        if tokio::net::TcpStream::connect(h.signer_addr())
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -344,7 +397,10 @@ async fn sigkilled_signer_continues_the_same_log() {
     wait_for_signer(&h).await;
 
     let after_restart = h.latest_checkpoint().await.unwrap();
-    assert_eq!(after_restart, before, "the restarted signer serves the same checkpoint");
+    assert_eq!(
+        after_restart, before,
+        "the restarted signer serves the same checkpoint"
+    );
     replay(&h, &lines[100..], 400).await;
     let last = h.latest_checkpoint().await.unwrap();
     assert_eq!(last.checkpoint.size, 222);

@@ -146,7 +146,13 @@ pub async fn verify_store(
     let mut by_size: BTreeMap<u64, Vec<Hash>> = BTreeMap::new();
     let mut texts: HashMap<Hash, &CheckpointInfo> = HashMap::new();
     let mut ordered: Vec<&CheckpointInfo> = checkpoints.values().collect();
-    ordered.sort_by_key(|c| (c.cp.checkpoint.size, c.cp.checkpoint.time_ms, c.first_object.clone()));
+    ordered.sort_by_key(|c| {
+        (
+            c.cp.checkpoint.size,
+            c.cp.checkpoint.time_ms,
+            c.first_object.clone(),
+        )
+    });
     for info in &ordered {
         let cp = &info.cp.checkpoint;
         let at = Some(info.first_object.as_str());
@@ -158,7 +164,10 @@ pub async fn verify_store(
                 size_range,
                 at,
                 Some(1),
-                format!("checkpoint of size {}: signature of trusted key {key_id:08x} does not verify", cp.size),
+                format!(
+                    "checkpoint of size {}: signature of trusted key {key_id:08x} does not verify",
+                    cp.size
+                ),
             ),
             SignatureVerdict::Untrusted { key_ids } => audit.find(
                 FindingKind::UntrustedKey,
@@ -168,7 +177,11 @@ pub async fn verify_store(
                 format!(
                     "checkpoint of size {} is signed only by keys not in the trust bundle ({})",
                     cp.size,
-                    key_ids.iter().map(|k| format!("{k:08x}")).collect::<Vec<_>>().join(", ")
+                    key_ids
+                        .iter()
+                        .map(|k| format!("{k:08x}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
             SignatureVerdict::KeyOutOfRange { key_ids } => audit.find(
@@ -179,7 +192,11 @@ pub async fn verify_store(
                 format!(
                     "checkpoint of size {} is signed by trusted keys outside their validity ({})",
                     cp.size,
-                    key_ids.iter().map(|k| format!("{k:08x}")).collect::<Vec<_>>().join(", ")
+                    key_ids
+                        .iter()
+                        .map(|k| format!("{k:08x}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
             SignatureVerdict::WrongOrigin { origin } => audit.find(
@@ -187,12 +204,15 @@ pub async fn verify_store(
                 size_range,
                 at,
                 Some(1),
-                format!("checkpoint of log {origin:?}, expected {:?}", trust.origin()),
+                format!(
+                    "checkpoint of log {origin:?}, expected {:?}",
+                    trust.origin()
+                ),
             ),
         }
         let text = info.cp.hash();
-        if !texts.contains_key(&text) {
-            texts.insert(text, info);
+        if let std::collections::hash_map::Entry::Vacant(e) = texts.entry(text) {
+            e.insert(info);
             by_size.entry(cp.size).or_default().push(text);
         }
     }
@@ -219,9 +239,7 @@ pub async fn verify_store(
     audit.report.tree_size = by_size.keys().next_back().copied().unwrap_or(0);
 
     // Pass 2: the records, in the order of the indexes the segments declare.
-    metas.sort_by(|a, b| {
-        (a.header.first_index, &a.key).cmp(&(b.header.first_index, &b.key))
-    });
+    metas.sort_by(|a, b| (a.header.first_index, &a.key).cmp(&(b.header.first_index, &b.key)));
     let mut frontier = Frontier::new();
     let mut tainted = false;
     let mut next = 0u64;
@@ -280,7 +298,8 @@ pub async fn verify_store(
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    let cut = !body.ends_with(b"\n") && line == body.split_inclusive(|b| *b == b'\n').count() + 1;
+                    let cut = !body.ends_with(b"\n")
+                        && line == body.split_inclusive(|b| *b == b'\n').count() + 1;
                     if cut {
                         truncated_at = Some((expected, line));
                     } else {
@@ -304,7 +323,10 @@ pub async fn verify_store(
                     Some((record.index, record.index)),
                     Some(&meta.key),
                     Some(line),
-                    format!("beyond the {} events the header declares", meta.header.count),
+                    format!(
+                        "beyond the {} events the header declares",
+                        meta.header.count
+                    ),
                 );
                 continue;
             }
@@ -333,9 +355,13 @@ pub async fn verify_store(
                 // Overlap with an earlier segment: reported by the overlap, not twice.
                 continue;
             }
-            if let Err(e) =
-                merkle::verify_inclusion(record.index, cp.size, &record.leaf_hash, &record.proof, &cp.root)
-            {
+            if let Err(e) = merkle::verify_inclusion(
+                record.index,
+                cp.size,
+                &record.leaf_hash,
+                &record.proof,
+                &cp.root,
+            ) {
                 audit.find(
                     FindingKind::LeafMismatch,
                     Some((record.index, record.index)),
@@ -409,7 +435,13 @@ pub async fn verify_store(
 
     // The chain, oldest first.
     let mut chain: Vec<&CheckpointInfo> = texts.values().copied().collect();
-    chain.sort_by_key(|c| (c.cp.checkpoint.size, c.cp.checkpoint.time_ms, c.first_object.clone()));
+    chain.sort_by_key(|c| {
+        (
+            c.cp.checkpoint.size,
+            c.cp.checkpoint.time_ms,
+            c.first_object.clone(),
+        )
+    });
     let mut prev: Option<&CheckpointInfo> = None;
     for info in chain {
         let cp = &info.cp.checkpoint;
@@ -418,10 +450,7 @@ pub async fn verify_store(
             Some(p) => (p.cp.checkpoint.size, Some(p.cp.hash())),
         };
         if cp.prev != expect {
-            let explained = audit
-                .missing
-                .iter()
-                .any(|&(a, b)| a < cp.size && b >= from);
+            let explained = audit.missing.iter().any(|&(a, b)| a < cp.size && b >= from);
             if !explained {
                 audit.find(
                     FindingKind::ChainBreak,
@@ -458,9 +487,6 @@ pub async fn verify_store(
         }
         prev = Some(info);
     }
-    audit
-        .report
-        .findings
-        .sort_by(|a, b| (a.index, a.kind).cmp(&(b.index, b.kind)));
+    audit.report.findings.sort_by_key(|f| (f.index, f.kind));
     Ok(audit.report)
 }

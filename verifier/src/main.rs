@@ -13,7 +13,11 @@ use sealtrail_store::LocalDirStore;
 use sealtrail_verifier::{Options, canonicalize, verify_store};
 
 #[derive(Parser)]
-#[command(name = "sealtrail-verify", version, about = "Verify a Sealtrail audit trail")]
+#[command(
+    name = "sealtrail-verify",
+    version,
+    about = "Verify a Sealtrail audit trail"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,14 +70,20 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 anyhow::bail!("store {} is not a directory", store.display());
             }
             let store = LocalDirStore::open(&store)?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             let report = rt.block_on(verify_store(&store, &trust, &Options { prefix }))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", report.summary());
             }
-            Ok(if report.intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.intact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Canonicalize => {
             let mut input = Vec::new();

@@ -260,7 +260,9 @@ async fn bind_retry(addr: SocketAddr) -> tokio::net::TcpListener {
 
 /// Replays events through the emulator and asserts every batch was acknowledged.
 pub async fn replay(h: &Harness, lines: &[Vec<u8>], max_batch: usize) -> emulator::EmulatorReport {
-    let report = emulator::run(&h.emulator_config(max_batch), lines).await.unwrap();
+    let report = emulator::run(&h.emulator_config(max_batch), lines)
+        .await
+        .unwrap();
     assert_eq!(report.batches_dropped, 0, "{report:?}");
     report
 }
@@ -307,5 +309,9 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
 
 /// The key of a segment file relative to the store root.
 pub fn key_of(root: &Path, file: &Path) -> String {
-    file.strip_prefix(root).unwrap().to_str().unwrap().to_string()
+    file.strip_prefix(root)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
 }
