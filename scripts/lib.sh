@@ -44,3 +44,28 @@ wait_port() {
     sleep 0.2
   done
 }
+
+# SoftHSM2 for the PKCS#11 tests; exports SEALTRAIL_PKCS11_MODULE.
+ensure_softhsm() {
+  apt_install softhsm2 opensc
+  local m
+  for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
+           /usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so; do
+    if [ -f "$m" ]; then export SEALTRAIL_PKCS11_MODULE="$m"; return 0; fi
+  done
+  echo "libsofthsm2.so not found after installing softhsm2" >&2
+  exit 2
+}
+
+# moto server (S3 with Object Lock, KMS) in a virtualenv of its own; exports
+# SEALTRAIL_MOTO_SERVER (the moto_server executable the tests start on a free port).
+ensure_moto() {
+  apt_install python3-venv
+  local venv="$(repo_root)/target/moto-venv"
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    echo "==> installing moto[server] into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6'
+  fi
+  export SEALTRAIL_MOTO_SERVER="$venv/bin/moto_server"
+}

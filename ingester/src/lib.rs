@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use sealtrail_store::ObjectStore;
 
+pub mod metrics;
 mod server;
 pub mod signer_client;
 mod webhook;
@@ -23,6 +24,12 @@ mod webhook;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// The route the webhook kubeconfig's server URL points at.
 pub const WEBHOOK_PATH: &str = "/v1/audit";
+/// Default bound on requests being handled at once; beyond it, 429.
+pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 64;
+/// Default bound on body bytes held at once; beyond it, 429 (memory stays bounded).
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 512 * 1024 * 1024;
+/// Default time a client gets to send a whole body (the apiserver's own timeout is 30 s).
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Errors of the ingester. The `BadRequest`/`TooLarge`/`UnsupportedMediaType` ones are the
 /// client's; `Unavailable` is transient; the rest are internal.
@@ -34,6 +41,14 @@ pub enum Error {
     TooLarge { limit: usize },
     #[error("unsupported content type {0:?} (expected application/json)")]
     UnsupportedMediaType(String),
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
+    #[error("client identity {0:?} is not allowed")]
+    Forbidden(Vec<String>),
+    #[error("too busy: {0}")]
+    Busy(String),
+    #[error("the body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("the signer answered something invalid: {0}")]
@@ -65,6 +80,40 @@ pub struct Config {
     pub signer: signer_client::SignerClientConfig,
     pub tls: ServerTls,
     pub max_body_bytes: usize,
+    pub max_in_flight_requests: usize,
+    pub max_in_flight_bytes: usize,
+    pub body_timeout: std::time::Duration,
+    /// Client-certificate identities (CN or SAN) allowed to post; empty: any from the CA.
+    pub allowed_clients: Vec<String>,
+    /// If set, requests must carry `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz` (plain HTTP), if anywhere.
+    pub metrics_listener: Option<tokio::net::TcpListener>,
+}
+
+impl Config {
+    /// A configuration with every limit at its default.
+    pub fn new(
+        origin: String,
+        store: Arc<dyn ObjectStore>,
+        signer: signer_client::SignerClientConfig,
+        tls: ServerTls,
+    ) -> Self {
+        Self {
+            origin,
+            store,
+            prefix: String::new(),
+            signer,
+            tls,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_in_flight_requests: DEFAULT_MAX_IN_FLIGHT_REQUESTS,
+            max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            allowed_clients: Vec::new(),
+            bearer_token: None,
+            metrics_listener: None,
+        }
+    }
 }
 
 /// Serves the webhook on `listener` until `shutdown` completes, then stops accepting and
@@ -84,14 +133,58 @@ pub async fn run(
             return Err(Error::Config("prefix must end with '/'".into()));
         }
     }
+    if config.max_in_flight_bytes < config.max_body_bytes {
+        return Err(Error::Config(
+            "max in-flight bytes must be at least the body limit".into(),
+        ));
+    }
     let signer = signer_client::connect(&config.signer)?;
+    let metrics = Arc::new(metrics::Metrics::default());
     let app = Arc::new(webhook::App {
         origin: config.origin,
         store: config.store,
         prefix: config.prefix,
         signer,
         max_body_bytes: config.max_body_bytes,
+        body_timeout: config.body_timeout,
+        requests: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_requests)),
+        kib: Arc::new(tokio::sync::Semaphore::new(
+            config.max_in_flight_bytes / 1024,
+        )),
+        bearer_token: config.bearer_token,
+        metrics: metrics.clone(),
     });
     let tls = server::tls_config(&config.tls)?;
-    server::serve(webhook::router(app), tls, listener, shutdown).await
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let http = config.metrics_listener.map(|l| {
+        let stop = stopped();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(metrics, l, stop).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        })
+    });
+    let served = server::serve(
+        webhook::router(app),
+        tls,
+        Arc::new(config.allowed_clients),
+        listener,
+        stopped(),
+    )
+    .await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    served
 }

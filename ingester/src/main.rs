@@ -7,7 +7,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use sealtrail_ingester::signer_client::SignerClientConfig;
-use sealtrail_ingester::{Config, DEFAULT_MAX_BODY_BYTES, ServerTls};
+use sealtrail_ingester::{
+    Config, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IN_FLIGHT_BYTES,
+    DEFAULT_MAX_IN_FLIGHT_REQUESTS, ServerTls,
+};
 use sealtrail_store::LocalDirStore;
 
 #[derive(Parser)]
@@ -59,6 +62,25 @@ struct Cli {
     /// Largest webhook body accepted, in bytes; larger ones get 413.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Requests handled at once at most; beyond, 429 with Retry-After.
+    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT_REQUESTS)]
+    max_in_flight_requests: usize,
+    /// Body bytes held at once at most; beyond, 429 with Retry-After.
+    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT_BYTES)]
+    max_in_flight_bytes: usize,
+    /// Time a client gets to send a whole body, in seconds; then 408.
+    #[arg(long, default_value_t = DEFAULT_BODY_TIMEOUT.as_secs())]
+    body_timeout_secs: u64,
+    /// Client-certificate identity (CN or SAN) allowed to post; repeatable. None: any
+    /// certificate from --client-ca.
+    #[arg(long = "allow-client")]
+    allowed_clients: Vec<String>,
+    /// File holding a bearer token that requests must carry (in addition to the certificate).
+    #[arg(long)]
+    bearer_token_file: Option<PathBuf>,
+    /// Address for /metrics, /healthz and /readyz (plain HTTP).
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 #[tokio::main]
@@ -76,6 +98,23 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen on {}", cli.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "ingester listening");
+    let bearer_token = match &cli.bearer_token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("bearer token {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let metrics_listener = match &cli.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen on {addr}"))?,
+        ),
+        None => None,
+    };
     let config = Config {
         origin: cli.origin,
         store: Arc::new(store),
@@ -94,6 +133,12 @@ async fn main() -> anyhow::Result<()> {
             client_ca: cli.client_ca,
         },
         max_body_bytes: cli.max_body_bytes,
+        max_in_flight_requests: cli.max_in_flight_requests,
+        max_in_flight_bytes: cli.max_in_flight_bytes,
+        body_timeout: Duration::from_secs(cli.body_timeout_secs),
+        allowed_clients: cli.allowed_clients,
+        bearer_token,
+        metrics_listener,
     };
     sealtrail_ingester::run(config, listener, shutdown_signal()).await?;
     tracing::info!("ingester stopped");

@@ -12,11 +12,14 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 
 use crate::{Error, ServerTls};
 
 /// Time a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client gets to send a request's headers (slow clients hold no slot for long).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time in-flight requests get to finish after shutdown begins (the apiserver's own
 /// per-request timeout is 30 s).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,6 +56,7 @@ pub fn tls_config(files: &ServerTls) -> Result<Arc<rustls::ServerConfig>, Error>
 pub async fn serve(
     router: axum::Router,
     tls: Arc<rustls::ServerConfig>,
+    allowed_clients: Arc<Vec<String>>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
@@ -74,6 +78,7 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
+        let allowed_clients = allowed_clients.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -87,8 +92,39 @@ pub async fn serve(
                     return;
                 }
             };
-            let service = hyper_util::service::TowerToHyperService::new(router);
-            let builder = auto::Builder::new(TokioExecutor::new());
+            // The CA already vouched for the certificate; the allowlist narrows who of its
+            // holders may post. A refused client gets 403 on every request (and a log line).
+            let names = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| sealtrail_proto::identity::names_of(c.as_ref()))
+                .unwrap_or_default();
+            let allowed =
+                allowed_clients.is_empty() || names.iter().any(|n| allowed_clients.contains(n));
+            if !allowed {
+                tracing::warn!(%peer, identities = ?names, "client identity not allowed");
+            }
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let router = router.clone();
+                    let names = names.clone();
+                    async move {
+                        if allowed {
+                            router.oneshot(req.map(axum::body::Body::new)).await
+                        } else {
+                            Ok(axum::response::IntoResponse::into_response(
+                                Error::Forbidden(names),
+                            ))
+                        }
+                    }
+                });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

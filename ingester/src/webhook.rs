@@ -15,7 +15,11 @@ use sealtrail_core::segment;
 use sealtrail_proto::v1::AppendRequest;
 use sealtrail_proto::v1::signer_client::SignerClient;
 use sealtrail_store::{ObjectStore, PutOutcome, StoreError};
+use std::sync::atomic::Ordering;
+use tokio::sync::Semaphore;
 use tonic::transport::Channel;
+
+use crate::metrics::Metrics;
 
 use crate::{Error, WEBHOOK_PATH};
 
@@ -28,6 +32,13 @@ pub struct App {
     pub prefix: String,
     pub signer: SignerClient<Channel>,
     pub max_body_bytes: usize,
+    pub body_timeout: std::time::Duration,
+    /// One permit per request being handled.
+    pub requests: Arc<Semaphore>,
+    /// One permit per KiB of body held.
+    pub kib: Arc<Semaphore>,
+    pub bearer_token: Option<String>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -43,6 +54,10 @@ impl IntoResponse for Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Unavailable(_) | Error::BadSignerAnswer(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store(StoreError::Unavailable(_) | StoreError::Io(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -62,28 +77,67 @@ impl IntoResponse for Error {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
+        } else if status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
 }
 
 async fn ingest(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    match ingest_inner(&app, &headers, body).await {
+    let started = std::time::Instant::now();
+    let resp = match ingest_inner(&app, &headers, body).await {
         Ok(resp) => resp,
         Err(e) => {
+            let reason = match &e {
+                Error::BadRequest(_) => "invalid",
+                Error::TooLarge { .. } => "too_large",
+                Error::UnsupportedMediaType(_) => "content_type",
+                Error::Unauthorized(_) | Error::Forbidden(_) => "unauthorized",
+                Error::Busy(_) => "busy",
+                Error::BodyTimeout(_) => "body_timeout",
+                Error::Unavailable(_) | Error::BadSignerAnswer(_) => "signer",
+                Error::Store(_) => "storage",
+                Error::Config(_) | Error::Internal(_) => "internal",
+            };
+            // Counted as one rejected batch: the events of a refused body are not known.
+            app.metrics.rejected(reason, 1);
             match &e {
-                Error::BadRequest(_) | Error::TooLarge { .. } | Error::UnsupportedMediaType(_) => {
-                    tracing::warn!(error = %e, "batch rejected")
+                Error::Unavailable(_) | Error::BadSignerAnswer(_) | Error::Store(_) => {
+                    tracing::error!(error = %e, "batch not stored")
                 }
-                _ => tracing::error!(error = %e, "batch not stored"),
+                Error::Config(_) | Error::Internal(_) => {
+                    tracing::error!(error = %e, "batch not stored")
+                }
+                _ => tracing::warn!(error = %e, reason, "batch rejected"),
             }
             e.into_response()
         }
-    }
+    };
+    app.metrics
+        .request_seconds
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, Error> {
-    // Limits first: nothing is read or parsed beyond them.
+    // Authentication and limits first: nothing is read or parsed beyond them.
+    if let Some(token) = &app.bearer_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same_secret(given.as_bytes(), token.as_bytes()) {
+            return Err(Error::Unauthorized("missing or wrong bearer token".into()));
+        }
+    }
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default();
         let mime = ct.split(';').next().unwrap_or_default().trim();
@@ -100,25 +154,54 @@ async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Resp
     {
         return Err(Error::TooLarge { limit });
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| Error::TooLarge { limit })?;
+    let _request = app
+        .requests
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Error::Busy("too many requests in flight".into()))?;
+    // Reserve the body's size (the limit when it is not announced) before reading it.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(limit);
+    let kib = u32::try_from(announced.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    let _bytes = app
+        .kib
+        .clone()
+        .try_acquire_many_owned(kib)
+        .map_err(|_| Error::Busy("too many body bytes in flight".into()))?;
+    let bytes = tokio::time::timeout(
+        app.body_timeout,
+        axum::body::to_bytes(body, limit.min(announced)),
+    )
+    .await
+    .map_err(|_| Error::BodyTimeout(app.body_timeout))?
+    .map_err(|_| Error::TooLarge { limit })?;
 
     let batch: EventBatch = tokio::task::spawn_blocking(move || parse_event_list(&bytes))
         .await
         .map_err(|e| Error::Internal(format!("parse task: {e}")))??;
+    let m = &app.metrics;
+    m.events_received.inc_by(batch.events.len() as u64);
+    m.batch_size.observe(batch.events.len() as f64);
     if batch.events.is_empty() {
         return Ok((StatusCode::OK, r#"{"stored":0}"#).into_response());
     }
 
     let leaves: Vec<Hash> = batch.events.iter().map(|e| e.leaf_hash).collect();
+    let rpc_started = std::time::Instant::now();
     let answer = app
         .signer
         .clone()
         .append(AppendRequest {
             leaf_hashes: leaves.iter().map(|h| h.to_vec()).collect(),
         })
-        .await
+        .await;
+    m.signer_rpc_seconds
+        .observe(rpc_started.elapsed().as_secs_f64());
+    m.signer_ok.store(answer.is_ok(), Ordering::Relaxed);
+    let answer = answer
         .map_err(|s| Error::Unavailable(format!("signer: {} ({:?})", s.message(), s.code())))?
         .into_inner();
 
@@ -157,7 +240,22 @@ async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Resp
     let bytes = segment::encode(first, &checkpoint, &batch.events, &proofs)
         .map_err(|e| Error::Internal(e.to_string()))?;
     let key = segment::object_key(&app.prefix, cp.time_ms, first, count);
-    let outcome = app.store.put_new(&key, &bytes).await?;
+    let outcome = app.store.put_new(&key, &bytes).await;
+    m.store_ok.store(outcome.is_ok(), Ordering::Relaxed);
+    if outcome.is_err() {
+        m.storage_errors.inc();
+    }
+    let outcome = outcome?;
+    m.events_stored.inc_by(count);
+    if let Some(newest) = batch
+        .events
+        .iter()
+        .filter_map(|e| e.stage_timestamp.as_deref())
+        .filter_map(sealtrail_core::event::parse_timestamp_micros)
+        .max()
+    {
+        m.saw_event_time(newest);
+    }
     if outcome == PutOutcome::AlreadyStored {
         tracing::info!(key, "segment was already stored (retried batch)");
     }

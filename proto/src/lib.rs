@@ -1,15 +1,18 @@
 //! The gRPC contract between Sealtrail's ingester, verifier and signer (`Signer` service),
 //! generated from `proto/sealtrail/v1/signer.proto` with tonic and prost.
 //!
+//! [`identity`] says how peers are named on these mutual-TLS links.
+//!
 //! What it does not: no validation (sizes of hashes and batches are checked by the signer,
 //! against the limits it names), no transport set-up.
 
-#![allow(clippy::all, missing_docs)]
-
-/// Version 1 of the contract.
+/// Version 1 of the contract (generated code).
+#[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("sealtrail.v1");
 }
+
+pub mod identity;
 
 /// Size in bytes of every hash on this wire.
 pub const HASH_LEN: usize = 32;

@@ -13,8 +13,12 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod authz;
 pub mod keys;
+pub mod kms;
 pub mod log;
+pub mod metrics;
+pub mod pkcs11;
 pub mod service;
 pub mod state;
 
@@ -66,6 +70,10 @@ pub struct Config {
     pub key: Arc<dyn KeyBackend>,
     pub tls: TlsFiles,
     pub commit: CommitConfig,
+    /// Which client-certificate identities may append and read.
+    pub identities: authz::Identities,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (plain HTTP), if anywhere.
+    pub metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 /// Opens the state and serves the gRPC API on `listener` until `shutdown` completes; then
@@ -93,6 +101,56 @@ pub async fn run(
         key_id = format!("{:08x}", config.key.public_key().key_id(&config.origin)),
         "log opened"
     );
-    let log = Log::start(state, &config.origin, config.key.clone(), config.commit)?;
-    service::serve(log, config.key, &config.tls, listener, shutdown).await
+    let metrics = Arc::new(metrics::Metrics::default());
+    metrics
+        .current_key
+        .get_or_create(&metrics::KeyLabel {
+            key_id: format!("{:08x}", config.key.public_key().key_id(&config.origin)),
+            backend: config.key.kind().into(),
+        })
+        .set(1);
+    metrics.tree_size.set(state.size() as i64);
+    let log = Log::start_with_metrics(
+        state,
+        &config.origin,
+        config.key.clone(),
+        config.commit,
+        metrics.clone(),
+    )?;
+
+    // One shutdown signal for both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let http = config.metrics_listener.map(|l| {
+        let (m, stop) = (metrics.clone(), stopped());
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(m, l, stop).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        })
+    });
+    let served = service::serve(
+        log.clone(),
+        config.key,
+        config.identities,
+        metrics,
+        &config.tls,
+        listener,
+        stopped(),
+    )
+    .await;
+    log.close().await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    served
 }

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::Error;
 use crate::keys::KeyBackend;
+use crate::metrics::{BackendLabel, Metrics};
 use crate::state::State;
 
 /// Most leaves in one Append request.
@@ -57,6 +58,7 @@ pub struct Log {
     tx: mpsc::Sender<Job>,
     state: Arc<Mutex<State>>,
     origin: Arc<str>,
+    committer: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Log {
@@ -66,6 +68,17 @@ impl Log {
         origin: &str,
         key: Arc<dyn KeyBackend>,
         config: CommitConfig,
+    ) -> Result<Self, Error> {
+        Self::start_with_metrics(state, origin, key, config, Arc::new(Metrics::default()))
+    }
+
+    /// [`Log::start`], reporting into `metrics`.
+    pub fn start_with_metrics(
+        state: State,
+        origin: &str,
+        key: Arc<dyn KeyBackend>,
+        config: CommitConfig,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
         if let Some(cp) = state.latest()
             && cp.checkpoint.origin != origin
@@ -83,13 +96,31 @@ impl Log {
             key,
             config,
             poisoned: None,
+            metrics,
         };
-        tokio::spawn(committer.run(rx));
+        let committer = tokio::spawn(committer.run(rx));
         Ok(Self {
             tx,
             state,
             origin: origin.into(),
+            committer: Arc::new(Mutex::new(Some(committer))),
         })
+    }
+
+    /// Drops this handle and, once every other handle is gone too, waits for the committer
+    /// to finish its last commit and release the state directory (so that a restart in
+    /// the same process finds it unlocked).
+    pub async fn close(self) {
+        let handle = self.committer.lock().ok().and_then(|mut h| h.take());
+        let Self { tx, state, .. } = self;
+        drop((tx, state));
+        if let Some(handle) = handle
+            && tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the committer did not stop within 30 s");
+        }
     }
 
     pub fn origin(&self) -> &str {
@@ -147,6 +178,7 @@ struct Committer {
     /// Set when a signed checkpoint could not be made durable: from then on the signer
     /// refuses to sign (it could no longer promise not to fork).
     poisoned: Option<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl Committer {
@@ -206,7 +238,18 @@ impl Committer {
 
     async fn sign(&self, checkpoint: Checkpoint) -> Result<SignedCheckpoint, Error> {
         let text = checkpoint.to_text();
-        let signature = self.key.sign(&text).await?;
+        let started = std::time::Instant::now();
+        let signature = self.key.sign(&text).await.inspect_err(|_| {
+            self.metrics
+                .sign_errors
+                .get_or_create(&BackendLabel {
+                    backend: self.key.kind().into(),
+                })
+                .inc();
+        })?;
+        self.metrics
+            .sign_seconds
+            .observe(started.elapsed().as_secs_f64());
         let public = self.key.public_key();
         // A backend that returns a bad signature must not get it into the log.
         public.verify(&text, &signature).map_err(|_| {
@@ -278,6 +321,9 @@ impl Committer {
                 })
                 .await;
                 if !matches!(undo, Ok(Ok(()))) {
+                    self.metrics
+                        .ready
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                     self.poisoned = Some("could not roll back after a failed signature".into());
                 }
                 return Err(Error::Unavailable(format!("signing failed: {e}")));
@@ -298,9 +344,15 @@ impl Committer {
         if let Err(e) = durable {
             let why = format!("a signed checkpoint could not be made durable: {e}");
             tracing::error!("{why}; refusing to sign until restarted");
+            self.metrics
+                .ready
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             self.poisoned = Some(why.clone());
             return Err(Error::Poisoned(why));
         }
+        self.metrics.checkpoints_signed.inc();
+        self.metrics.leaves_appended.inc_by(leaves.len() as u64);
+        self.metrics.tree_size.set(size as i64);
         tracing::debug!(size, leaves = leaves.len(), "checkpoint committed");
         Ok((first_index, signed))
     }

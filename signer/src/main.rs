@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sealtrail_core::keys::Algorithm;
 use sealtrail_core::trust::{TrustBundle, TrustedKey};
+use sealtrail_signer::authz::Identities;
 use sealtrail_signer::{CommitConfig, Config, DevKeyFile, KeyBackend, TlsFiles};
 
 #[derive(Parser)]
@@ -77,6 +78,18 @@ enum Command {
         /// CA of the accepted client certificates (PEM). A client certificate is required.
         #[arg(long)]
         client_ca: PathBuf,
+        /// Client-certificate identity (CN or SAN) allowed to append; repeatable.
+        #[arg(long = "ingester-identity", default_value = "sealtrail-ingester")]
+        ingester_identities: Vec<String>,
+        /// Client-certificate identity allowed to read checkpoints and proofs; repeatable.
+        #[arg(long = "verifier-identity", default_value = "sealtrail-verifier")]
+        verifier_identities: Vec<String>,
+        /// Client-certificate identity of administrators; repeatable.
+        #[arg(long = "admin-identity", default_value = "sealtrail-admin")]
+        admin_identities: Vec<String>,
+        /// Address for /metrics, /healthz and /readyz (plain HTTP); none if absent.
+        #[arg(long)]
+        metrics_listen: Option<String>,
         /// Least time between two checkpoint signatures, in milliseconds.
         #[arg(long, default_value_t = 10)]
         min_commit_interval_ms: u64,
@@ -119,12 +132,24 @@ async fn main() -> anyhow::Result<()> {
             tls_key,
             client_ca,
             min_commit_interval_ms,
+            metrics_listen,
+            ingester_identities,
+            verifier_identities,
+            admin_identities,
             key,
         } => {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("listen on {listen}"))?;
             tracing::info!(addr = %listener.local_addr()?, "signer listening");
+            let metrics_listener = match metrics_listen {
+                Some(addr) => Some(
+                    tokio::net::TcpListener::bind(&addr)
+                        .await
+                        .with_context(|| format!("listen on {addr}"))?,
+                ),
+                None => None,
+            };
             let config = Config {
                 origin,
                 state_dir,
@@ -138,6 +163,12 @@ async fn main() -> anyhow::Result<()> {
                     min_interval: Duration::from_millis(min_commit_interval_ms),
                     ..CommitConfig::default()
                 },
+                identities: Identities {
+                    ingesters: ingester_identities,
+                    verifiers: verifier_identities,
+                    admins: admin_identities,
+                },
+                metrics_listener,
             };
             sealtrail_signer::run(config, listener, shutdown_signal()).await?;
             tracing::info!("signer stopped");

@@ -14,7 +14,9 @@ use sealtrail_proto::v1::{
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
+use crate::authz::{Access, Identities};
 use crate::log::{Log, MAX_APPEND_LEAVES};
+use crate::metrics::Metrics;
 use crate::{Error, KeyBackend, TlsFiles};
 
 /// Largest gRPC message accepted or sent: an Append of [`MAX_APPEND_LEAVES`] leaves with a
@@ -24,6 +26,31 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 struct SignerService {
     log: Log,
     key: Arc<dyn KeyBackend>,
+    identities: Identities,
+    metrics: Arc<Metrics>,
+}
+
+impl SignerService {
+    /// The caller's identity if it may do `access`; PermissionDenied (logged) otherwise.
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        access: Access,
+        method: &str,
+    ) -> Result<String, Status> {
+        let certs = request.peer_certs();
+        let Some(cert) = certs.as_ref().and_then(|c| c.first()) else {
+            // The TLS layer requires a certificate; this is only reachable without TLS.
+            tracing::warn!(method, "refused: no client certificate");
+            return Err(Status::permission_denied(
+                "a client certificate is required",
+            ));
+        };
+        self.identities.check(cert, access).map_err(|names| {
+            tracing::warn!(method, identities = ?names, "refused: identity not allowed");
+            Status::permission_denied(format!("{names:?} may not call {method}"))
+        })
+    }
 }
 
 impl From<Error> for Status {
@@ -43,8 +70,11 @@ impl Signer for SignerService {
         &self,
         request: Request<AppendRequest>,
     ) -> Result<Response<AppendResponse>, Status> {
+        self.authorize(&request, Access::Append, "Append")
+            .inspect_err(|_| self.metrics.reject("unauthorized"))?;
         let req = request.into_inner();
         if req.leaf_hashes.is_empty() || req.leaf_hashes.len() > MAX_APPEND_LEAVES {
+            self.metrics.reject("invalid");
             return Err(Status::invalid_argument(format!(
                 "{} leaf hashes (1 to {MAX_APPEND_LEAVES} per append)",
                 req.leaf_hashes.len()
@@ -56,9 +86,16 @@ impl Signer for SignerService {
             .map(|h| <Hash>::try_from(h.as_slice()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| {
+                self.metrics.reject("invalid");
                 Status::invalid_argument(format!("every leaf hash must be {HASH_LEN} bytes"))
             })?;
-        let appended = self.log.append(leaves).await?;
+        let appended = self.log.append(leaves).await.inspect_err(|e| {
+            self.metrics.reject(match e {
+                Error::InvalidRequest(_) => "invalid",
+                Error::Unavailable(_) | Error::Key(_) => "unavailable",
+                _ => "internal",
+            })
+        })?;
         Ok(Response::new(AppendResponse {
             first_index: appended.first_index,
             checkpoint: appended.checkpoint.to_bytes(),
@@ -74,8 +111,9 @@ impl Signer for SignerService {
 
     async fn latest_checkpoint(
         &self,
-        _request: Request<LatestCheckpointRequest>,
+        request: Request<LatestCheckpointRequest>,
     ) -> Result<Response<CheckpointResponse>, Status> {
+        self.authorize(&request, Access::Read, "LatestCheckpoint")?;
         match self.log.latest()? {
             Some(cp) => Ok(Response::new(CheckpointResponse {
                 checkpoint: cp.to_bytes(),
@@ -88,6 +126,7 @@ impl Signer for SignerService {
         &self,
         request: Request<ConsistencyProofRequest>,
     ) -> Result<Response<ConsistencyProofResponse>, Status> {
+        self.authorize(&request, Access::Read, "ConsistencyProof")?;
         let req = request.into_inner();
         let proof = self.log.consistency_proof(req.old_size, req.new_size)?;
         Ok(Response::new(ConsistencyProofResponse {
@@ -97,8 +136,9 @@ impl Signer for SignerService {
 
     async fn public_keys(
         &self,
-        _request: Request<PublicKeysRequest>,
+        request: Request<PublicKeysRequest>,
     ) -> Result<Response<PublicKeysResponse>, Status> {
+        self.authorize(&request, Access::Read, "PublicKeys")?;
         let origin = self.log.origin();
         let bundle = TrustBundle::new(
             origin,
@@ -114,6 +154,8 @@ impl Signer for SignerService {
 pub async fn serve(
     log: Log,
     key: Arc<dyn KeyBackend>,
+    identities: Identities,
+    metrics: Arc<Metrics>,
     tls: &TlsFiles,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -125,9 +167,14 @@ pub async fn serve(
         .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
         .client_ca_root(Certificate::from_pem(read(&tls.client_ca)?))
         .client_auth_optional(false);
-    let service = SignerServer::new(SignerService { log, key })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = SignerServer::new(SignerService {
+        log,
+        key,
+        identities,
+        metrics,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     Server::builder()
         .tls_config(tls_config)

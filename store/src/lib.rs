@@ -17,6 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub mod local;
+pub mod s3;
 
 pub use local::LocalDirStore;
 

@@ -462,27 +462,50 @@ impl Client {
     /// One attempt: `POST url` with `body` as the apiserver sends it, the whole response
     /// read, within the client's timeout.
     pub async fn post(&self, url: &str, body: Bytes) -> anyhow::Result<Response> {
+        self.post_with_headers(url, body, &[]).await
+    }
+
+    /// [`Client::post`] with extra request headers (e.g. the kubeconfig's bearer token).
+    pub async fn post_with_headers(
+        &self,
+        url: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Response> {
         let timeout = self.inner.timeout;
-        tokio::time::timeout(timeout, self.post_inner(url, body))
+        tokio::time::timeout(timeout, self.post_inner(url, body, headers))
             .await
             .map_err(|_| anyhow!("no complete response within {timeout:?}"))?
     }
 
-    async fn post_inner(&self, url: &str, body: Bytes) -> anyhow::Result<Response> {
+    async fn post_inner(
+        &self,
+        url: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Response> {
         let t = target(url)?;
         let pool_key = format!("{}:{}", t.host, t.port);
         let conn = match self.checkout(&pool_key).await {
             Some(c) => c,
             None => self.connect(&t.host, t.port).await?,
         };
-        let head = format!(
+        let mut head = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nContent-Length: {}\r\n\
-             Accept: application/json, */*\r\nContent-Type: application/json\r\n\r\n",
+             Accept: application/json, */*\r\nContent-Type: application/json\r\n",
             t.path,
             t.authority,
             self.inner.user_agent,
             body.len()
         );
+        for (name, value) in headers {
+            anyhow::ensure!(
+                !format!("{name}{value}").contains(['\r', '\n']),
+                "header {name} has a line break"
+            );
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
         let (response, reusable) = exchange(conn, head.into_bytes(), body).await?;
         if let Some(conn) = reusable {
             self.inner

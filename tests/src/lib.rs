@@ -12,4 +12,5 @@
 //! The end-to-end tests themselves live in `tests/tests/`.
 
 pub mod emulator;
+pub mod moto;
 pub mod pki;

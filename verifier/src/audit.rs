@@ -157,58 +157,45 @@ pub async fn verify_store(
         let cp = &info.cp.checkpoint;
         let at = Some(info.first_object.as_str());
         let size_range = Some((cp.size.saturating_sub(1), cp.size.saturating_sub(1)));
-        match trust.verify(&info.cp) {
-            SignatureVerdict::Trusted { .. } => {}
-            SignatureVerdict::BadSignature { key_id } => audit.find(
+        let ids = |ids: &[u32]| {
+            ids.iter()
+                .map(|k| format!("{k:08x}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let problem = match trust.verify(&info.cp) {
+            SignatureVerdict::Trusted { .. } => None,
+            SignatureVerdict::BadSignature { key_id } => Some((
                 FindingKind::BadSignature,
-                size_range,
-                at,
-                Some(1),
-                format!(
-                    "checkpoint of size {}: signature of trusted key {key_id:08x} does not verify",
-                    cp.size
-                ),
-            ),
-            SignatureVerdict::Untrusted { key_ids } => audit.find(
+                format!("signature of trusted key {key_id:08x} does not verify"),
+            )),
+            SignatureVerdict::Untrusted { key_ids } => Some((
                 FindingKind::UntrustedKey,
-                size_range,
-                at,
-                Some(1),
                 format!(
-                    "checkpoint of size {} is signed only by keys not in the trust bundle ({})",
-                    cp.size,
-                    key_ids
-                        .iter()
-                        .map(|k| format!("{k:08x}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "signed only by keys not in the trust bundle ({})",
+                    ids(&key_ids)
                 ),
-            ),
-            SignatureVerdict::KeyOutOfRange { key_ids } => audit.find(
+            )),
+            SignatureVerdict::KeyOutOfRange { key_ids } => Some((
                 FindingKind::KeyOutOfRange,
-                size_range,
-                at,
-                Some(1),
                 format!(
-                    "checkpoint of size {} is signed by trusted keys outside their validity ({})",
-                    cp.size,
-                    key_ids
-                        .iter()
-                        .map(|k| format!("{k:08x}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "signed by trusted keys outside their validity ({})",
+                    ids(&key_ids)
                 ),
-            ),
-            SignatureVerdict::WrongOrigin { origin } => audit.find(
+            )),
+            SignatureVerdict::WrongOrigin { origin } => Some((
                 FindingKind::WrongOrigin,
+                format!("of log {origin:?}, expected {:?}", trust.origin()),
+            )),
+        };
+        if let Some((kind, why)) = problem {
+            audit.find(
+                kind,
                 size_range,
                 at,
                 Some(1),
-                format!(
-                    "checkpoint of log {origin:?}, expected {:?}",
-                    trust.origin()
-                ),
-            ),
+                format!("checkpoint of size {}: {why}", cp.size),
+            );
         }
         let text = info.cp.hash();
         if let std::collections::hash_map::Entry::Vacant(e) = texts.entry(text) {

@@ -51,7 +51,10 @@ impl Service {
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub pki: PkiPaths,
+    /// The dev key file (used unless another backend was given).
     pub key_path: PathBuf,
+    /// The signing key the signer uses.
+    pub key: Arc<dyn KeyBackend>,
     pub state_dir: PathBuf,
     pub store_dir: PathBuf,
     pub trust: Trust,
@@ -59,6 +62,16 @@ pub struct Harness {
     signer: Option<Service>,
     ingester: Option<Service>,
     signer_addr: Option<SocketAddr>,
+    /// The signer's /metrics, /healthz, /readyz address (plain HTTP).
+    pub signer_metrics_addr: Option<SocketAddr>,
+    /// The ingester's.
+    pub ingester_metrics_addr: Option<SocketAddr>,
+    /// Ingester's client allowlist (empty: any certificate from the CA).
+    pub allowed_clients: Vec<String>,
+    /// Ingester limits, applied at its next start.
+    pub max_in_flight_requests: usize,
+    pub body_timeout: Duration,
+    pub bearer_token: Option<String>,
 }
 
 impl Harness {
@@ -68,13 +81,25 @@ impl Harness {
     }
 
     pub async fn start_with(max_body_bytes: usize) -> Self {
+        Self::start_custom(max_body_bytes, None).await
+    }
+
+    /// Both services up, the signer signing with `key` (a fresh dev key if `None`), and a
+    /// trust bundle of that key.
+    pub async fn start_custom(max_body_bytes: usize, key: Option<Arc<dyn KeyBackend>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = pki::generate(&dir.path().join("pki"), &PkiOptions::default()).unwrap();
         let key_path = dir.path().join("signer-dev.key");
-        let public = DevKeyFile::generate(&key_path, Algorithm::EcdsaP256Sha256).unwrap();
+        let key = match key {
+            Some(k) => k,
+            None => {
+                DevKeyFile::generate(&key_path, Algorithm::EcdsaP256Sha256).unwrap();
+                Arc::new(DevKeyFile::load(&key_path, true).unwrap())
+            }
+        };
         let trust = Trust::from_bundle(TrustBundle::new(
             ORIGIN,
-            vec![TrustedKey::new(ORIGIN, &public, 0)],
+            vec![TrustedKey::new(ORIGIN, key.public_key(), 0)],
         ))
         .unwrap();
         let mut h = Self {
@@ -83,11 +108,18 @@ impl Harness {
             dir,
             pki,
             key_path,
+            key,
             trust,
             max_body_bytes,
             signer: None,
             ingester: None,
             signer_addr: None,
+            signer_metrics_addr: None,
+            ingester_metrics_addr: None,
+            allowed_clients: vec!["kube-apiserver".into()],
+            max_in_flight_requests: sealtrail_ingester::DEFAULT_MAX_IN_FLIGHT_REQUESTS,
+            body_timeout: sealtrail_ingester::DEFAULT_BODY_TIMEOUT,
+            bearer_token: None,
         };
         h.start_signer().await;
         h.start_ingester().await;
@@ -102,7 +134,9 @@ impl Harness {
         };
         let addr = listener.local_addr().unwrap();
         self.signer_addr = Some(addr);
-        let key: Arc<dyn KeyBackend> = Arc::new(DevKeyFile::load(&self.key_path, true).unwrap());
+        let key = self.key.clone();
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.signer_metrics_addr = Some(metrics.local_addr().unwrap());
         let config = sealtrail_signer::Config {
             origin: ORIGIN.into(),
             state_dir: self.state_dir.clone(),
@@ -113,6 +147,8 @@ impl Harness {
                 client_ca: self.pki.ca_cert.clone(),
             },
             commit: CommitConfig::default(),
+            identities: Default::default(),
+            metrics_listener: Some(metrics),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -142,18 +178,24 @@ impl Harness {
     pub async fn start_ingester(&mut self) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = sealtrail_ingester::Config {
-            origin: ORIGIN.into(),
-            store: Arc::new(LocalDirStore::open(&self.store_dir).unwrap()),
-            prefix: String::new(),
-            signer: self.signer_client_config(),
-            tls: sealtrail_ingester::ServerTls {
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.ingester_metrics_addr = Some(metrics.local_addr().unwrap());
+        let mut config = sealtrail_ingester::Config::new(
+            ORIGIN.into(),
+            Arc::new(LocalDirStore::open(&self.store_dir).unwrap()),
+            self.signer_client_config(),
+            sealtrail_ingester::ServerTls {
                 cert: self.pki.ingester_server_cert.clone(),
                 key: self.pki.ingester_server_key.clone(),
                 client_ca: self.pki.ca_cert.clone(),
             },
-            max_body_bytes: self.max_body_bytes,
-        };
+        );
+        config.max_body_bytes = self.max_body_bytes;
+        config.metrics_listener = Some(metrics);
+        config.allowed_clients = self.allowed_clients.clone();
+        config.max_in_flight_requests = self.max_in_flight_requests;
+        config.body_timeout = self.body_timeout;
+        config.bearer_token = self.bearer_token.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             sealtrail_ingester::run(config, listener, async {
@@ -167,6 +209,16 @@ impl Harness {
             stop: Some(stop),
             task,
         });
+    }
+
+    pub async fn stop_ingester(&mut self) {
+        if let Some(s) = self.ingester.take() {
+            s.stop().await;
+        }
+    }
+
+    pub fn ingester_addr(&self) -> SocketAddr {
+        self.ingester.as_ref().unwrap().addr
     }
 
     pub fn signer_client_config(&self) -> SignerClientConfig {
@@ -314,4 +366,24 @@ pub fn key_of(root: &Path, file: &Path) -> String {
         .to_str()
         .unwrap()
         .to_string()
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
