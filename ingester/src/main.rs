@@ -11,7 +11,8 @@ use sealtrail_ingester::{
     Config, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IN_FLIGHT_BYTES,
     DEFAULT_MAX_IN_FLIGHT_REQUESTS, ServerTls,
 };
-use sealtrail_store::LocalDirStore;
+use sealtrail_store::s3::{LockMode, S3Config, S3Store};
+use sealtrail_store::{LocalDirStore, Location, ObjectStore};
 
 #[derive(Parser)]
 #[command(
@@ -35,12 +36,29 @@ struct Cli {
     /// CA of the apiserver's client certificate (PEM). A client certificate is required.
     #[arg(long)]
     client_ca: PathBuf,
-    /// Local write-once directory store (the embedded default).
+    /// Where segments go: `s3://BUCKET[/PREFIX]` (Object Lock required), or a local
+    /// write-once directory (the embedded default, for development).
     #[arg(long)]
-    store_dir: PathBuf,
-    /// Object key prefix, ending in '/', or empty.
+    store: String,
+    /// Object key prefix, ending in '/', for a directory store (for S3, put it in the URL).
     #[arg(long, default_value = "")]
     prefix: String,
+    /// S3 endpoint override (S3-compatible stores).
+    #[arg(long)]
+    s3_endpoint: Option<String>,
+    /// Path-style S3 addressing (most S3-compatible stores).
+    #[arg(long)]
+    s3_path_style: bool,
+    /// S3 region (else from the environment or profile).
+    #[arg(long, env = "AWS_REGION")]
+    s3_region: Option<String>,
+    /// Object Lock mode of every segment: compliance (default) or governance (which a
+    /// privileged principal can bypass).
+    #[arg(long, default_value = "compliance")]
+    lock_mode: LockMode,
+    /// Object Lock retention of every segment, in days.
+    #[arg(long, default_value_t = 2557)]
+    retention_days: u64,
     /// Signer URL, https://host:port.
     #[arg(long)]
     signer_url: String,
@@ -92,8 +110,28 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let store = LocalDirStore::open(&cli.store_dir)
-        .with_context(|| format!("store {}", cli.store_dir.display()))?;
+    let (store, prefix): (Arc<dyn ObjectStore>, String) = match Location::parse(&cli.store)? {
+        Location::Dir(dir) => (
+            Arc::new(
+                LocalDirStore::open(&dir).with_context(|| format!("store {}", dir.display()))?,
+            ),
+            cli.prefix.clone(),
+        ),
+        Location::S3 { bucket, prefix } => {
+            if !cli.prefix.is_empty() {
+                anyhow::bail!("give the S3 prefix in the URL (s3://bucket/prefix), not --prefix");
+            }
+            let mut cfg = S3Config::new(bucket, Duration::from_secs(cli.retention_days * 86_400));
+            cfg.endpoint = cli.s3_endpoint.clone();
+            cfg.force_path_style = cli.s3_path_style;
+            cfg.region = cli.s3_region.clone();
+            cfg.lock_mode = cli.lock_mode;
+            let store = S3Store::connect(cfg).await?;
+            // Refuse to run on a bucket that cannot keep evidence.
+            store.check_object_lock().await?;
+            (Arc::new(store), prefix)
+        }
+    };
     let listener = tokio::net::TcpListener::bind(&cli.listen)
         .await
         .with_context(|| format!("listen on {}", cli.listen))?;
@@ -117,8 +155,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = Config {
         origin: cli.origin,
-        store: Arc::new(store),
-        prefix: cli.prefix,
+        store,
+        prefix,
         signer: SignerClientConfig {
             url: cli.signer_url,
             ca: cli.signer_ca,

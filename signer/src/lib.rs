@@ -5,9 +5,13 @@
 //! group commit with a key it never exports, and answers only once leaves and checkpoint
 //! are durable. It serves the `sealtrail.v1.Signer` gRPC service over mutual TLS.
 //!
+//! Key backends ([`KeyBackend`]): a PKCS#11 HSM ([`pkcs11::Pkcs11Key`]), AWS KMS
+//! ([`kms::KmsKey`]), and for development only a key file ([`keys::DevKeyFile`], refused
+//! without `--insecure-dev-key`). Callers are authorized by client-certificate identity
+//! ([`authz`]); metrics and health are served on a plain HTTP port ([`metrics`]).
+//!
 //! What it does not: no event parsing, no object storage, no verification of the trail
-//! (that is `sealtrail-verify`). Key backends in this version: the development key file
-//! only ([`keys::DevKeyFile`], refused without `--insecure-dev-key`).
+//! (that is `sealtrail-verify`).
 
 use std::future::Future;
 use std::path::PathBuf;

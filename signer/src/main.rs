@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sealtrail_core::keys::Algorithm;
 use sealtrail_core::trust::{TrustBundle, TrustedKey};
 use sealtrail_signer::authz::Identities;
+use sealtrail_signer::kms::{KmsConfig, KmsKey};
+use sealtrail_signer::pkcs11::{Pin, Pkcs11Config, Pkcs11Key};
 use sealtrail_signer::{CommitConfig, Config, DevKeyFile, KeyBackend, TlsFiles};
 
 #[derive(Parser)]
@@ -39,6 +41,29 @@ impl From<AlgArg> for Algorithm {
 
 #[derive(clap::Args)]
 struct KeyArgs {
+    /// AWS KMS key (id, ARN or alias/NAME), ECC_NIST_P256 SIGN_VERIFY. Credentials from the
+    /// default chain (environment, profile, IRSA web identity).
+    #[arg(long, env = "SEALTRAIL_KMS_KEY")]
+    kms_key: Option<String>,
+    /// KMS endpoint override (KMS-compatible services, tests).
+    #[arg(long, env = "SEALTRAIL_KMS_ENDPOINT")]
+    kms_endpoint: Option<String>,
+    /// KMS region (else from the environment or profile).
+    #[arg(long, env = "AWS_REGION")]
+    kms_region: Option<String>,
+    /// PKCS#11 module (the HSM vendor's library, e.g. /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(long, env = "SEALTRAIL_PKCS11_MODULE")]
+    pkcs11_module: Option<PathBuf>,
+    /// Label of the token holding the key (slots are found by label).
+    #[arg(long, env = "SEALTRAIL_PKCS11_TOKEN")]
+    pkcs11_token_label: Option<String>,
+    /// Label of the key pair in the token.
+    #[arg(long, env = "SEALTRAIL_PKCS11_KEY")]
+    pkcs11_key_label: Option<String>,
+    /// File holding the user PIN. Without it the PIN is read from the environment variable
+    /// SEALTRAIL_PKCS11_PIN. Never on a command line.
+    #[arg(long)]
+    pkcs11_pin_file: Option<PathBuf>,
     /// Development key file (PKCS#8 PEM, Ed25519 or P-256). Needs --insecure-dev-key.
     #[arg(long, env = "SEALTRAIL_DEV_KEY")]
     dev_key: Option<PathBuf>,
@@ -48,10 +73,45 @@ struct KeyArgs {
 }
 
 impl KeyArgs {
-    fn backend(&self) -> anyhow::Result<Arc<dyn KeyBackend>> {
+    fn pkcs11_config(&self) -> anyhow::Result<Option<Pkcs11Config>> {
+        let Some(module) = &self.pkcs11_module else {
+            return Ok(None);
+        };
+        let (Some(token), Some(key)) = (&self.pkcs11_token_label, &self.pkcs11_key_label) else {
+            bail!("--pkcs11-module needs --pkcs11-token-label and --pkcs11-key-label");
+        };
+        let pin = match &self.pkcs11_pin_file {
+            Some(f) => Pin::from_file(f)?,
+            None => Pin::from_env("SEALTRAIL_PKCS11_PIN")?,
+        };
+        Ok(Some(Pkcs11Config::new(module, token, key, pin)))
+    }
+
+    async fn backend(&self) -> anyhow::Result<Arc<dyn KeyBackend>> {
+        let chosen = [
+            self.kms_key.is_some(),
+            self.pkcs11_module.is_some(),
+            self.dev_key.is_some(),
+        ];
+        if chosen.iter().filter(|c| **c).count() > 1 {
+            bail!("choose one key backend: --kms-key, --pkcs11-module or --dev-key");
+        }
+        if let Some(key) = &self.kms_key {
+            let mut cfg = KmsConfig::new(key);
+            cfg.endpoint = self.kms_endpoint.clone();
+            cfg.region = self.kms_region.clone();
+            return Ok(Arc::new(KmsKey::connect(cfg).await?));
+        }
+        if let Some(cfg) = self.pkcs11_config()? {
+            let key = tokio::task::spawn_blocking(move || Pkcs11Key::open(cfg)).await??;
+            return Ok(Arc::new(key));
+        }
         match &self.dev_key {
             Some(path) => Ok(Arc::new(DevKeyFile::load(path, self.insecure_dev_key)?)),
-            None => bail!("no signing key: pass --dev-key FILE --insecure-dev-key"),
+            None => bail!(
+                "no signing key: pass --kms-key, --pkcs11-module (with token and key labels), \
+                 or --dev-key FILE --insecure-dev-key for development"
+            ),
         }
     }
 }
@@ -103,6 +163,13 @@ enum Command {
         #[arg(long, value_enum, default_value = "ed25519")]
         algorithm: AlgArg,
     },
+    /// Create a key pair in a PKCS#11 token: non-extractable, sensitive, sign-only.
+    Keygen {
+        #[arg(long, value_enum, default_value = "ecdsa-p256")]
+        algorithm: AlgArg,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
     /// Write the trust bundle (public keys) that verifiers pin.
     ExportTrust {
         #[arg(long, env = "SEALTRAIL_ORIGIN")]
@@ -153,7 +220,7 @@ async fn main() -> anyhow::Result<()> {
             let config = Config {
                 origin,
                 state_dir,
-                key: key.backend()?,
+                key: key.backend().await?,
                 tls: TlsFiles {
                     cert: tls_cert,
                     key: tls_key,
@@ -182,8 +249,23 @@ async fn main() -> anyhow::Result<()> {
                 public.to_pem()
             );
         }
+        Command::Keygen { algorithm, key } => {
+            let Some(cfg) = key.pkcs11_config()? else {
+                bail!(
+                    "keygen creates keys in a PKCS#11 token: pass --pkcs11-module, --pkcs11-token-label, --pkcs11-key-label (for KMS, create the key with AWS: see docs/runbooks)"
+                );
+            };
+            let public =
+                tokio::task::spawn_blocking(move || Pkcs11Key::generate(&cfg, algorithm.into()))
+                    .await??;
+            eprintln!(
+                "created a {} key pair in the token; public key:\n{}",
+                public.algorithm(),
+                public.to_pem()
+            );
+        }
         Command::ExportTrust { origin, out, key } => {
-            let backend = key.backend()?;
+            let backend = key.backend().await?;
             let bundle = TrustBundle::new(
                 &origin,
                 vec![TrustedKey::new(&origin, backend.public_key(), 0)],

@@ -102,3 +102,96 @@ fn second_signer_on_the_same_state_dir_refuses() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("another signer"), "{stderr}");
 }
+
+/// `keygen` then `export-trust` against a SoftHSM2 token, as an operator would run them:
+/// the PIN only from a file, the key found by token and key label.
+#[test]
+fn pkcs11_keygen_and_export_trust() {
+    let module = std::env::var_os("SEALTRAIL_PKCS11_MODULE").map_or_else(
+        || "/usr/lib/softhsm/libsofthsm2.so".into(),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        module.is_file(),
+        "SoftHSM2 missing: run scripts/test or apt-get install softhsm2"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "cli-token",
+            "--pin",
+            "4321",
+            "--so-pin",
+            "8765",
+        ])
+        .output()
+        .expect("softhsm2-util: run scripts/test or apt-get install softhsm2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, "4321\n").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .env("SOFTHSM2_CONF", &conf)
+            .env_remove("SEALTRAIL_PKCS11_PIN")
+            .args(args)
+            .arg("--pkcs11-module")
+            .arg(&module)
+            .args([
+                "--pkcs11-token-label",
+                "cli-token",
+                "--pkcs11-key-label",
+                "checkpoints",
+            ])
+            .arg("--pkcs11-pin-file")
+            .arg(&pin)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["keygen", "--algorithm", "ecdsa-p256"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["keygen", "--algorithm", "ecdsa-p256"]);
+    assert!(
+        !out.status.success(),
+        "a second key under the same label is refused"
+    );
+    let out = run(&["export-trust", "--origin", "example.com/log"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trust = sealtrail_core::trust::Trust::parse(&out.stdout).unwrap();
+    assert_eq!(
+        trust.bundle().keys[0].algorithm,
+        sealtrail_core::keys::Algorithm::EcdsaP256Sha256
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("4321"),
+        "the PIN is never printed"
+    );
+}

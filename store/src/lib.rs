@@ -117,3 +117,65 @@ mod tests {
         }
     }
 }
+
+/// Where a log is stored, as given on a command line: a local directory, or
+/// `s3://bucket[/prefix/]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Dir(std::path::PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl Location {
+    /// Parses `s3://bucket[/prefix]` (the prefix gets a trailing `/`) or a directory path.
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        let Some(rest) = s.strip_prefix("s3://") else {
+            return Ok(Self::Dir(s.into()));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_end_matches('/');
+        if bucket.is_empty() {
+            return Err(StoreError::InvalidKey(format!("no bucket in {s:?}")));
+        }
+        if prefix.is_empty() {
+            return Ok(Self::S3 {
+                bucket: bucket.into(),
+                prefix: String::new(),
+            });
+        }
+        validate_key(prefix)?;
+        Ok(Self::S3 {
+            bucket: bucket.into(),
+            prefix: format!("{prefix}/"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod location_tests {
+    use super::*;
+
+    #[test]
+    fn parses() {
+        assert_eq!(
+            Location::parse("/tmp/x").unwrap(),
+            Location::Dir("/tmp/x".into())
+        );
+        assert_eq!(
+            Location::parse("s3://b").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            Location::parse("s3://b/prod/eu-1/").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "prod/eu-1/".into()
+            }
+        );
+        assert!(Location::parse("s3:///x").is_err());
+        assert!(Location::parse("s3://b/../x").is_err());
+    }
+}

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sealtrail_core::trust::Trust;
-use sealtrail_store::LocalDirStore;
+use sealtrail_store::s3::{S3Config, S3Store};
+use sealtrail_store::{LocalDirStore, Location, ObjectStore};
 use sealtrail_verifier::{Options, canonicalize, verify_store};
 
 #[derive(Parser)]
@@ -27,12 +28,21 @@ struct Cli {
 enum Command {
     /// Verify every stored event, proof, checkpoint signature and chain link.
     Verify {
-        /// The store: a local directory.
+        /// The store: `s3://BUCKET[/PREFIX]` or a local directory.
         #[arg(long)]
-        store: PathBuf,
-        /// Object key prefix of the log, ending in '/', or empty.
+        store: String,
+        /// Object key prefix of the log in a directory store, ending in '/', or empty.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// S3 endpoint override (S3-compatible stores).
+        #[arg(long)]
+        s3_endpoint: Option<String>,
+        /// Path-style S3 addressing.
+        #[arg(long)]
+        s3_path_style: bool,
+        /// S3 region (else from the environment or profile).
+        #[arg(long, env = "AWS_REGION")]
+        s3_region: Option<String>,
         /// The pinned trust bundle (JSON).
         #[arg(long)]
         trust: PathBuf,
@@ -60,20 +70,35 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Verify {
             store,
             prefix,
+            s3_endpoint,
+            s3_path_style,
+            s3_region,
             trust,
             json,
         } => {
             let bundle = std::fs::read(&trust)
                 .map_err(|e| anyhow::anyhow!("trust bundle {}: {e}", trust.display()))?;
             let trust = Trust::parse(&bundle)?;
-            if !store.is_dir() {
-                anyhow::bail!("store {} is not a directory", store.display());
-            }
-            let store = LocalDirStore::open(&store)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let report = rt.block_on(verify_store(&store, &trust, &Options { prefix }))?;
+            let (store, prefix): (Box<dyn ObjectStore>, String) = match Location::parse(&store)? {
+                Location::Dir(dir) => {
+                    if !dir.is_dir() {
+                        anyhow::bail!("store {} is not a directory", dir.display());
+                    }
+                    (Box::new(LocalDirStore::open(&dir)?), prefix)
+                }
+                Location::S3 { bucket, prefix: p } => {
+                    // Reading needs no lock settings; the retention given is never used.
+                    let mut cfg = S3Config::new(bucket, std::time::Duration::from_secs(1));
+                    cfg.endpoint = s3_endpoint;
+                    cfg.force_path_style = s3_path_style;
+                    cfg.region = s3_region;
+                    (Box::new(rt.block_on(S3Store::connect(cfg))?), p)
+                }
+            };
+            let report = rt.block_on(verify_store(store.as_ref(), &trust, &Options { prefix }))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

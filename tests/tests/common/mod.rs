@@ -72,6 +72,8 @@ pub struct Harness {
     pub max_in_flight_requests: usize,
     pub body_timeout: Duration,
     pub bearer_token: Option<String>,
+    /// The ingester's store and prefix, if not the local directory.
+    pub store_override: Option<(Arc<dyn ObjectStore>, String)>,
 }
 
 impl Harness {
@@ -87,6 +89,16 @@ impl Harness {
     /// Both services up, the signer signing with `key` (a fresh dev key if `None`), and a
     /// trust bundle of that key.
     pub async fn start_custom(max_body_bytes: usize, key: Option<Arc<dyn KeyBackend>>) -> Self {
+        Self::start_full(max_body_bytes, key, None).await
+    }
+
+    /// Both services up, the ingester writing to `store` (under its prefix) instead of the
+    /// local directory.
+    pub async fn start_full(
+        max_body_bytes: usize,
+        key: Option<Arc<dyn KeyBackend>>,
+        store: Option<(Arc<dyn ObjectStore>, String)>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = pki::generate(&dir.path().join("pki"), &PkiOptions::default()).unwrap();
         let key_path = dir.path().join("signer-dev.key");
@@ -120,6 +132,7 @@ impl Harness {
             max_in_flight_requests: sealtrail_ingester::DEFAULT_MAX_IN_FLIGHT_REQUESTS,
             body_timeout: sealtrail_ingester::DEFAULT_BODY_TIMEOUT,
             bearer_token: None,
+            store_override: store,
         };
         h.start_signer().await;
         h.start_ingester().await;
@@ -180,9 +193,16 @@ impl Harness {
         let addr = listener.local_addr().unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.ingester_metrics_addr = Some(metrics.local_addr().unwrap());
+        let (store, prefix): (Arc<dyn ObjectStore>, String) = match &self.store_override {
+            Some((s, p)) => (s.clone(), p.clone()),
+            None => (
+                Arc::new(LocalDirStore::open(&self.store_dir).unwrap()),
+                String::new(),
+            ),
+        };
         let mut config = sealtrail_ingester::Config::new(
             ORIGIN.into(),
-            Arc::new(LocalDirStore::open(&self.store_dir).unwrap()),
+            store,
             self.signer_client_config(),
             sealtrail_ingester::ServerTls {
                 cert: self.pki.ingester_server_cert.clone(),
@@ -191,6 +211,7 @@ impl Harness {
             },
         );
         config.max_body_bytes = self.max_body_bytes;
+        config.prefix = prefix;
         config.metrics_listener = Some(metrics);
         config.allowed_clients = self.allowed_clients.clone();
         config.max_in_flight_requests = self.max_in_flight_requests;
