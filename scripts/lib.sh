@@ -69,3 +69,48 @@ ensure_moto() {
   fi
   export SEALTRAIL_MOTO_SERVER="$venv/bin/moto_server"
 }
+
+# Dev PKI, dev key and trust bundle in $1 (a fresh directory); origin $2; binaries in $BIN.
+make_dev_setup() {
+  local dir=$1 origin=$2
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  "$BIN/sealtrail-devpki" --out "$dir/pki" >/dev/null
+  "$BIN/sealtrail-signer" dev-keygen --out "$dir/signer-dev.key" --algorithm ed25519 2>/dev/null
+  "$BIN/sealtrail-signer" export-trust --origin "$origin" --dev-key "$dir/signer-dev.key" \
+    --insecure-dev-key --out "$dir/trust.json"
+}
+
+# Starts the signer and the ingester on free loopback ports with the setup in $1, origin
+# $2, store $3 (a directory or s3://…; extra ingester flags after it). Sets SIGNER_PORT,
+# INGEST_PORT, SIGNER_PID, INGEST_PID, METRICS_PORT (the ingester's) and appends to PIDS.
+start_stack() {
+  local dir=$1 origin=$2 store=$3
+  shift 3
+  local p="$dir/pki"
+  SIGNER_PORT=$(free_port)
+  INGEST_PORT=$(free_port)
+  METRICS_PORT=$(free_port)
+  "$BIN/sealtrail-signer" serve --origin "$origin" --state-dir "$dir/signer-state" \
+    --listen "127.0.0.1:$SIGNER_PORT" --tls-cert "$p/signer.pem" --tls-key "$p/signer.key" \
+    --client-ca "$p/ca.pem" --dev-key "$dir/signer-dev.key" --insecure-dev-key \
+    2>"$dir/signer.log" &
+  SIGNER_PID=$!
+  PIDS+=("$SIGNER_PID")
+  "$BIN/sealtrail-ingester" --origin "$origin" --listen "127.0.0.1:$INGEST_PORT" \
+    --tls-cert "$p/ingester-server.pem" --tls-key "$p/ingester-server.key" --client-ca "$p/ca.pem" \
+    --store "$store" --signer-url "https://127.0.0.1:$SIGNER_PORT" \
+    --signer-ca "$p/ca.pem" --signer-cert "$p/ingester-client.pem" --signer-key "$p/ingester-client.key" \
+    --signer-server-name localhost --allow-client kube-apiserver \
+    --metrics-listen "127.0.0.1:$METRICS_PORT" "$@" 2>"$dir/ingester.log" &
+  INGEST_PID=$!
+  PIDS+=("$INGEST_PID")
+  wait_port "$SIGNER_PORT"
+  wait_port "$INGEST_PORT"
+}
+
+stop_pids() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  PIDS=()
+}

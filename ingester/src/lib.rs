@@ -78,7 +78,9 @@ pub struct Config {
     /// Prefix of every object key (e.g. `"prod-eu-1/"`), possibly empty.
     pub prefix: String,
     pub signer: signer_client::SignerClientConfig,
-    pub tls: ServerTls,
+    /// TLS of the webhook; `None` serves plain HTTP (only on the operator's explicit
+    /// `--insecure-http`, e.g. behind a TLS-terminating sidecar on the same pod).
+    pub tls: Option<ServerTls>,
     pub max_body_bytes: usize,
     pub max_in_flight_requests: usize,
     pub max_in_flight_bytes: usize,
@@ -104,7 +106,7 @@ impl Config {
             store,
             prefix: String::new(),
             signer,
-            tls,
+            tls: Some(tls),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight_requests: DEFAULT_MAX_IN_FLIGHT_REQUESTS,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
@@ -154,7 +156,18 @@ pub async fn run(
         bearer_token: config.bearer_token,
         metrics: metrics.clone(),
     });
-    let tls = server::tls_config(&config.tls)?;
+    let tls = match &config.tls {
+        Some(files) => Some(server::tls_config(files)?),
+        None if !config.allowed_clients.is_empty() => {
+            return Err(Error::Config(
+                "a client allowlist needs TLS client certificates (not --insecure-http)".into(),
+            ));
+        }
+        None => {
+            tracing::warn!("serving plain HTTP: no client authentication on the webhook");
+            None
+        }
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -28,14 +28,21 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: String,
     /// Webhook server certificate (PEM).
-    #[arg(long)]
-    tls_cert: PathBuf,
+    #[arg(long, required_unless_present = "insecure_http")]
+    tls_cert: Option<PathBuf>,
     /// Webhook server key (PEM).
-    #[arg(long)]
-    tls_key: PathBuf,
+    #[arg(long, required_unless_present = "insecure_http")]
+    tls_key: Option<PathBuf>,
     /// CA of the apiserver's client certificate (PEM). A client certificate is required.
+    #[arg(long, required_unless_present = "insecure_http")]
+    client_ca: Option<PathBuf>,
+    /// Serve plain HTTP without client authentication (only behind a TLS-terminating
+    /// proxy in the same pod). Never exposed to a network.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
+    insecure_http: bool,
+    /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long)]
-    client_ca: PathBuf,
+    log_json: bool,
     /// Where segments go: `s3://BUCKET[/PREFIX]` (Object Lock required), or a local
     /// write-once directory (the embedded default, for development).
     #[arg(long)]
@@ -165,10 +172,13 @@ async fn main() -> anyhow::Result<()> {
             server_name: cli.signer_server_name,
             timeout: Duration::from_millis(cli.signer_timeout_ms),
         },
-        tls: ServerTls {
-            cert: cli.tls_cert,
-            key: cli.tls_key,
-            client_ca: cli.client_ca,
+        tls: match (cli.tls_cert, cli.tls_key, cli.client_ca) {
+            (Some(cert), Some(key), Some(client_ca)) => Some(ServerTls {
+                cert,
+                key,
+                client_ca,
+            }),
+            _ => None,
         },
         max_body_bytes: cli.max_body_bytes,
         max_in_flight_requests: cli.max_in_flight_requests,

@@ -53,14 +53,16 @@ pub fn tls_config(files: &ServerTls) -> Result<Arc<rustls::ServerConfig>, Error>
     Ok(Arc::new(config))
 }
 
+/// Serves `router` until `shutdown`: over TLS with required client certificates, or plain
+/// HTTP when `tls` is `None` (only when the operator asked for it explicitly).
 pub async fn serve(
     router: axum::Router,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     allowed_clients: Arc<Vec<String>>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let acceptor = TlsAcceptor::from(tls);
+    let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -81,6 +83,15 @@ pub async fn serve(
         let allowed_clients = allowed_clients.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let Some(acceptor) = acceptor else {
+                let conn = Conn {
+                    router,
+                    allowed: true,
+                    names: Vec::new(),
+                };
+                conn.serve(TokioIo::new(tcp), watcher, peer).await;
+                return;
+            };
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -106,29 +117,13 @@ pub async fn serve(
             if !allowed {
                 tracing::warn!(%peer, identities = ?names, "client identity not allowed");
             }
-            let service =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let router = router.clone();
-                    let names = names.clone();
-                    async move {
-                        if allowed {
-                            router.oneshot(req.map(axum::body::Body::new)).await
-                        } else {
-                            Ok(axum::response::IntoResponse::into_response(
-                                Error::Forbidden(names),
-                            ))
-                        }
-                    }
-                });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            Conn {
+                router,
+                allowed,
+                names,
             }
+            .serve(TokioIo::new(tls), watcher, peer)
+            .await;
         });
     }
     drop(listener);
@@ -140,4 +135,51 @@ pub async fn serve(
         tracing::warn!("drain timed out; closing remaining connections");
     }
     Ok(())
+}
+
+/// One accepted connection.
+struct Conn {
+    router: axum::Router,
+    allowed: bool,
+    names: Vec<String>,
+}
+
+impl Conn {
+    async fn serve<I>(
+        self,
+        io: I,
+        watcher: hyper_util::server::graceful::Watcher,
+        peer: std::net::SocketAddr,
+    ) where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let Self {
+            router,
+            allowed,
+            names,
+        } = self;
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let router = router.clone();
+                let names = names.clone();
+                async move {
+                    if allowed {
+                        router.oneshot(req.map(axum::body::Body::new)).await
+                    } else {
+                        Ok(axum::response::IntoResponse::into_response(
+                            Error::Forbidden(names),
+                        ))
+                    }
+                }
+            });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
+        let conn = builder.serve_connection(io, service);
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
 }

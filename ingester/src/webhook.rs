@@ -179,9 +179,19 @@ async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Resp
     .map_err(|_| Error::BodyTimeout(app.body_timeout))?
     .map_err(|_| Error::TooLarge { limit })?;
 
-    let batch: EventBatch = tokio::task::spawn_blocking(move || parse_event_list(&bytes))
-        .await
-        .map_err(|e| Error::Internal(format!("parse task: {e}")))??;
+    let parsed = tokio::task::spawn_blocking(move || {
+        parse_event_list(&bytes).map_err(|e| (e, audit_ids_lenient(&bytes)))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("parse task: {e}")))?;
+    let batch: EventBatch = match parsed {
+        Ok(b) => b,
+        Err((e, audit_ids)) => {
+            // Name what the apiserver will retry (and finally drop), for the operators.
+            tracing::warn!(error = %e, audit_ids = ?audit_ids, "events refused");
+            return Err(e.into());
+        }
+    };
     let m = &app.metrics;
     m.events_received.inc_by(batch.events.len() as u64);
     m.batch_size.observe(batch.events.len() as f64);
@@ -262,4 +272,44 @@ async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Resp
     tracing::debug!(key, events = count, first_index = first, "segment stored");
     let body = serde_json::json!({ "stored": count, "first_index": first, "object": key });
     Ok((StatusCode::OK, body.to_string()).into_response())
+}
+
+/// Most auditIDs named in one log line about a refused batch.
+const MAX_LOGGED_AUDIT_IDS: usize = 400;
+
+/// The auditIDs a refused body seems to carry, read leniently (the strict parser refused
+/// it): only for the log, never for the trail.
+fn audit_ids_lenient(body: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(body);
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
+    v.get("items")
+        .and_then(|i| i.as_array())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.get("auditID").and_then(|a| a.as_str()))
+                .take(MAX_LOGGED_AUDIT_IDS)
+                .map(|a| {
+                    a.chars()
+                        .take(sealtrail_core::event::MAX_AUDIT_ID_LEN)
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenient_ids_of_a_refused_batch() {
+        let body = br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"auditID":"a","stage":"x","verb":"get","verb":"list"},{"auditID":"b"}]}"#;
+        assert!(parse_event_list(body).is_err());
+        assert_eq!(audit_ids_lenient(body), vec!["a", "b"]);
+        assert!(audit_ids_lenient(b"not json").is_empty());
+    }
 }

@@ -9,8 +9,11 @@
 //!   so that the ingester can be tested against its real caller's behaviour. Binary:
 //!   `sealtrail-emulator`.
 //!
+//! - [`proxy`]: a switchable TCP forwarder, to make a real server unreachable for a while.
+//!
 //! The end-to-end tests themselves live in `tests/tests/`.
 
 pub mod emulator;
 pub mod moto;
 pub mod pki;
+pub mod proxy;

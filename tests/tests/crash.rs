@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,63 +20,6 @@ use sealtrail_proto::v1::{AppendRequest, ConsistencyProofRequest};
 const KILLS: usize = 20;
 const CLIENTS: usize = 4;
 
-fn signer_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("sealtrail-signer");
-    assert!(
-        bin.exists(),
-        "{} not built: run cargo test --workspace",
-        bin.display()
-    );
-    bin
-}
-
-fn spawn_signer(h: &Harness) -> Child {
-    Command::new(signer_binary())
-        .args([
-            "serve",
-            "--origin",
-            ORIGIN,
-            "--listen",
-            &h.signer_addr().to_string(),
-        ])
-        .arg("--state-dir")
-        .arg(&h.state_dir)
-        .arg("--tls-cert")
-        .arg(&h.pki.signer_cert)
-        .arg("--tls-key")
-        .arg(&h.pki.signer_key)
-        .arg("--client-ca")
-        .arg(&h.pki.ca_cert)
-        .arg("--dev-key")
-        .arg(&h.key_path)
-        .arg("--insecure-dev-key")
-        .args(["--min-commit-interval-ms", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_up(h: &Harness) {
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(h.signer_addr())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("signer did not come back");
-}
-
 /// An answered append.
 struct Answer {
     first: u64,
@@ -91,7 +33,7 @@ async fn sigkill_at_random_moments_loses_nothing_answered() {
     let mut h = Harness::start().await;
     h.stop_signer().await; // replaced by a real process, killed for real
     let child = Arc::new(Mutex::new(spawn_signer(&h)));
-    wait_up(&h).await;
+    wait_listening(h.signer_addr()).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let answers = Arc::new(Mutex::new(Vec::<Answer>::new()));
@@ -150,7 +92,7 @@ async fn sigkill_at_random_moments_loses_nothing_answered() {
         }
         answered_before_kill.push(answers.lock().unwrap().len());
         *child.lock().unwrap() = spawn_signer(&h);
-        wait_up(&h).await;
+        wait_listening(h.signer_addr()).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);

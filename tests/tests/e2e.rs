@@ -7,8 +7,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 use sealtrail_core::event::parse_event_line;
@@ -231,6 +229,33 @@ async fn tampering_is_caught_and_located() {
 }
 
 /// Flips one bit of the first signature in the header's checkpoint note.
+/// Connects with TLS but no client certificate and tries one request.
+async fn no_client_cert_post(h: &Harness) -> std::io::Result<Vec<u8>> {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in sealtrail_tests::pki::load_certs(&h.pki.ca_cert).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(sealtrail_tests::pki::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(h.ingester_addr()).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await?;
+    tls.write_all(b"POST /v1/audit HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        .await?;
+    let mut buf = Vec::new();
+    tls.read_to_end(&mut buf).await?;
+    if buf.is_empty() {
+        return Err(std::io::Error::other("connection closed without an answer"));
+    }
+    Ok(buf)
+}
+
 fn tamper_signature(segment_text: &str) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -322,69 +347,34 @@ async fn bad_input_gets_4xx_and_changes_nothing() {
             "{name}: an object was written"
         );
     }
-    h.shutdown().await;
-}
 
-fn signer_binary() -> std::path::PathBuf {
-    // target/<profile>/deps/<this test> → target/<profile>/sealtrail-signer, built by
-    // `cargo test --workspace` for the signer's own integration tests.
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("sealtrail-signer");
+    // A certificate from another CA, and no certificate at all: the TLS handshake fails.
+    let mut other = h.emulator_config(400);
+    other.cert = h.pki.other_client_cert.clone();
+    other.key = h.pki.other_client_key.clone();
+    let other = sealtrail_tests::emulator::client(&other).unwrap();
     assert!(
-        bin.exists(),
-        "{} not built: run cargo test --workspace",
-        bin.display()
-    );
-    bin
-}
-
-fn spawn_signer(h: &Harness, addr: std::net::SocketAddr) -> Child {
-    Command::new(signer_binary())
-        .args(["serve", "--origin", ORIGIN, "--listen", &addr.to_string()])
-        .arg("--state-dir")
-        .arg(&h.state_dir)
-        .arg("--tls-cert")
-        .arg(&h.pki.signer_cert)
-        .arg("--tls-key")
-        .arg(&h.pki.signer_key)
-        .arg("--client-ca")
-        .arg(&h.pki.ca_cert)
-        .arg("--dev-key")
-        .arg(&h.key_path)
-        .arg("--insecure-dev-key")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_for_signer(h: &Harness) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(h.signer_addr())
+        sealtrail_tests::emulator::send_body(&other, &h.webhook_url(), list(ok_item))
             .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("signer did not come up");
+            .is_err(),
+        "a certificate of another CA was accepted"
+    );
+    assert!(
+        no_client_cert_post(&h).await.is_err(),
+        "a client without certificate was served"
+    );
+    assert_eq!(h.tree_size().await, size);
+    assert_eq!(h.object_count().await, objects);
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_signer_continues_the_same_log() {
     let mut h = Harness::start().await;
     // Swap the in-process signer for a real process on the same address.
-    let addr = h.signer_addr();
     h.stop_signer().await;
-    let mut child = spawn_signer(&h, addr);
-    wait_for_signer(&h).await;
+    let mut child = spawn_signer(&h);
+    wait_listening(h.signer_addr()).await;
 
     let lines = event_lines();
     replay(&h, &lines[..100], 400).await;
@@ -393,8 +383,8 @@ async fn sigkilled_signer_continues_the_same_log() {
 
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let mut child = spawn_signer(&h, addr);
-    wait_for_signer(&h).await;
+    let mut child = spawn_signer(&h);
+    wait_listening(h.signer_addr()).await;
 
     let after_restart = h.latest_checkpoint().await.unwrap();
     assert_eq!(

@@ -408,3 +408,56 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A workspace binary built next to this test (`cargo test --workspace` builds the
+/// binaries of every crate that has integration tests).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run cargo test --workspace",
+        bin.display()
+    );
+    bin
+}
+
+/// The signer as a real process on the harness's signer address and state directory.
+pub fn spawn_signer(h: &Harness) -> std::process::Child {
+    std::process::Command::new(binary("sealtrail-signer"))
+        .args([
+            "serve",
+            "--origin",
+            ORIGIN,
+            "--listen",
+            &h.signer_addr().to_string(),
+        ])
+        .arg("--state-dir")
+        .arg(&h.state_dir)
+        .arg("--tls-cert")
+        .arg(&h.pki.signer_cert)
+        .arg("--tls-key")
+        .arg(&h.pki.signer_key)
+        .arg("--client-ca")
+        .arg(&h.pki.ca_cert)
+        .arg("--dev-key")
+        .arg(&h.key_path)
+        .arg("--insecure-dev-key")
+        .args(["--min-commit-interval-ms", "1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until something accepts connections on `addr`.
+pub async fn wait_listening(addr: SocketAddr) {
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on {addr}");
+}
