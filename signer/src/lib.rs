@@ -10,14 +10,20 @@
 //! without `--insecure-dev-key`). Callers are authorized by client-certificate identity
 //! ([`authz`]); metrics and health are served on a plain HTTP port ([`metrics`]).
 //!
-//! What it does not: no event parsing, no object storage, no verification of the trail
-//! (that is `sealtrail-verify`).
+//! One writer: the state directory is locked ([`state`]), and with a fence
+//! ([`CommitConfig::fence`], `--fence`) every checkpoint first claims a create-new slot in
+//! object storage, so that a second signer elsewhere cannot extend the log ([`fence`]).
+//! A re-sent Append is answered with its original indexes and checkpoint ([`log`]).
+//!
+//! What it does not: no event parsing, no segment objects (only the fence records), no
+//! verification of the trail (that is `sealtrail-verify`).
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod authz;
+pub mod fence;
 pub mod keys;
 pub mod kms;
 pub mod log;
@@ -26,6 +32,7 @@ pub mod pkcs11;
 pub mod service;
 pub mod state;
 
+pub use fence::Fence;
 pub use keys::{DevKeyFile, KeyBackend};
 pub use log::{CommitConfig, Log};
 
@@ -95,7 +102,8 @@ pub async fn run(
         )));
     }
     let dir = config.state_dir.clone();
-    let state = tokio::task::spawn_blocking(move || state::State::open(&dir))
+    // Uncut: a checkpoint lost between fence and commit can still be adopted (fence docs).
+    let state = tokio::task::spawn_blocking(move || state::State::open_uncut(&dir))
         .await
         .map_err(|e| Error::State(e.to_string()))??;
     tracing::info!(
@@ -118,9 +126,19 @@ pub async fn run(
         state,
         &config.origin,
         config.key.clone(),
-        config.commit,
+        config.commit.clone(),
         metrics.clone(),
     )?;
+    if let Err(e) = log.wait_started().await {
+        log.close().await;
+        return Err(e);
+    }
+    if let Some(fence) = &config.commit.fence {
+        tracing::info!(fence = %fence.describe(), "fencing every checkpoint");
+    }
+    metrics
+        .tree_size
+        .set(log.latest()?.map_or(0, |c| c.checkpoint.size) as i64);
 
     // One shutdown signal for both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -2,7 +2,35 @@
 //! way wait in a queue and are committed together under one checkpoint signature (group
 //! commit), and commits are spaced by a minimum interval, so the signature rate is bounded
 //! whatever the event rate.
+//!
+//! # Dedupe window
+//!
+//! An apiserver whose webhook call timed out re-sends the whole batch; if the first
+//! attempt got as far as the signer, its leaves are already in the log (answered to an
+//! ingester that then failed or was too late). Such an Append is answered with what the
+//! first one got: when **all** its leaf hashes are found among the last
+//! [`CommitConfig::dedupe_window`] leaves, consecutive and in the request's order (indexes
+//! `i..i+n`), the answer is `first_index = i`, **the checkpoint that first covered them**
+//! (the first one of size > `i+n-1`, read back from the state with
+//! [`State::checkpoint_covering`]) and inclusion proofs into that checkpoint's tree. The
+//! ingester then re-creates a byte-identical segment object under the same key, which the
+//! create-new store accepts as a retried write. A request of which only some leaves are
+//! known is appended as usual (with a warning): no index is ever given two meanings.
+//!
+//! Memory: a `HashMap<Hash, u64>` (leaf hash → its newest index) over the window: 41 bytes
+//! per bucket (32 + 8 of key and value, a control byte) and 1.14 to 2.3 buckets per entry
+//! (the table keeps 1/8 free and doubles), so 47–94 bytes per entry, about 86 MB at the
+//! default window of 1,000,000 leaves (2^21 buckets). Nothing else: checkpoints
+//! are found through `checkpoints.idx`, and leaves leaving the window are read back from the
+//! stored hashes to remove them. At start the map is rebuilt from the last
+//! `dedupe_window` leaf hashes of the stored-hashes file only (a few chunked reads), so the
+//! start time grows with the window, not with the log. A candidate match is confirmed by
+//! comparing the request with the stored leaf hashes `i..i+n`, so a request whose leaves
+//! repeat still deduplicates exactly. Not covered: two identical Appends in the same group
+//! commit (both are appended), which an apiserver retry (after a 30 s timeout) does not
+//! produce.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::Error;
+use crate::fence::{Claim, Fence};
 use crate::keys::KeyBackend;
 use crate::metrics::{BackendLabel, Metrics};
 use crate::state::State;
@@ -41,13 +70,25 @@ pub struct CommitConfig {
     pub max_commit_leaves: usize,
     /// Least time between two checkpoint signatures: bounds the signature rate.
     pub min_interval: Duration,
+    /// Recent leaves among which a re-sent Append is recognized and answered with its
+    /// original indexes, checkpoint and proofs (see the module docs); 0 disables. About
+    /// 47–94 bytes of memory per leaf of the window (~86 MB for the default).
+    pub dedupe_window: u64,
+    /// Fencing records in object storage (one writer across machines, see
+    /// [`crate::fence`]); none if `None`.
+    pub fence: Option<Fence>,
 }
+
+/// Default [`CommitConfig::dedupe_window`].
+pub const DEFAULT_DEDUPE_WINDOW: u64 = 1_000_000;
 
 impl Default for CommitConfig {
     fn default() -> Self {
         Self {
             max_commit_leaves: 100_000,
             min_interval: Duration::from_millis(10),
+            dedupe_window: DEFAULT_DEDUPE_WINDOW,
+            fence: None,
         }
     }
 }
@@ -59,6 +100,7 @@ pub struct Log {
     state: Arc<Mutex<State>>,
     origin: Arc<str>,
     committer: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    started: tokio::sync::watch::Receiver<Option<Result<(), Error>>>,
 }
 
 impl Log {
@@ -90,6 +132,7 @@ impl Log {
         }
         let state = Arc::new(Mutex::new(state));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (started_tx, started) = tokio::sync::watch::channel(None);
         let committer = Committer {
             state: state.clone(),
             origin: origin.to_string(),
@@ -97,14 +140,29 @@ impl Log {
             config,
             poisoned: None,
             metrics,
+            window: None,
+            unfenced: None,
         };
-        let committer = tokio::spawn(committer.run(rx));
+        let committer = tokio::spawn(committer.run(rx, started_tx));
         Ok(Self {
             tx,
             state,
             origin: origin.into(),
             committer: Arc::new(Mutex::new(Some(committer))),
+            started,
         })
+    }
+
+    /// Waits until the committer has checked the fence (adopting a checkpoint lost in a
+    /// crash, see [`crate::fence`]), cut uncommitted stored hashes and built the dedupe
+    /// window. An error means the signer must not run: every Append fails.
+    pub async fn wait_started(&self) -> Result<(), Error> {
+        let mut rx = self.started.clone();
+        let outcome = rx
+            .wait_for(|s| s.is_some())
+            .await
+            .map_err(|_| Error::Unavailable("the log is shutting down".into()))?;
+        outcome.clone().unwrap_or(Ok(()))
     }
 
     /// Drops this handle and, once every other handle is gone too, waits for the committer
@@ -112,8 +170,10 @@ impl Log {
     /// the same process finds it unlocked).
     pub async fn close(self) {
         let handle = self.committer.lock().ok().and_then(|mut h| h.take());
-        let Self { tx, state, .. } = self;
-        drop((tx, state));
+        let Self {
+            tx, state, started, ..
+        } = self;
+        drop((tx, state, started));
         if let Some(handle) = handle
             && tokio::time::timeout(Duration::from_secs(30), handle)
                 .await
@@ -179,10 +239,163 @@ struct Committer {
     /// refuses to sign (it could no longer promise not to fork).
     poisoned: Option<String>,
     metrics: Arc<Metrics>,
+    /// The dedupe window (`None`: disabled, or lost to an error).
+    window: Option<Window>,
+    /// A signed checkpoint whose fence write had an unknown outcome: it must be settled
+    /// (written again) before anything else is committed.
+    unfenced: Option<Unfenced>,
+}
+
+/// See [`Committer::unfenced`].
+struct Unfenced {
+    seq: u64,
+    checkpoint: SignedCheckpoint,
+    written: u64,
+    first_index: u64,
+    leaves: Vec<Hash>,
+}
+
+/// Result of looking an Append up in the dedupe window.
+enum Lookup {
+    /// All leaves are the log's leaves `i..i+n`.
+    Found(u64),
+    /// This many of the leaves are in the window, not all in order.
+    Partial(usize),
+    None,
+}
+
+/// The dedupe window: leaf hash → newest index, over leaves `start..end`.
+struct Window {
+    limit: u64,
+    start: u64,
+    end: u64,
+    map: HashMap<Hash, u64>,
+}
+
+impl Window {
+    /// The window over the last `limit` leaves of the log.
+    fn rebuild(state: &State, limit: u64) -> Result<Self, Error> {
+        let end = state.size();
+        let start = end.saturating_sub(limit);
+        let mut map = HashMap::with_capacity((end - start) as usize);
+        let mut at = start;
+        while at < end {
+            let hi = end.min(at + (1 << 16));
+            for (i, h) in (at..).zip(state.leaf_hashes(at, hi)?) {
+                map.insert(h, i);
+            }
+            at = hi;
+        }
+        Ok(Self {
+            limit,
+            start,
+            end,
+            map,
+        })
+    }
+
+    /// Adds leaves just committed at `first..` and drops those that leave the window.
+    fn push(&mut self, state: &State, first: u64, leaves: &[Hash]) -> Result<(), Error> {
+        if first != self.end {
+            // Not contiguous (should not happen): start over from the state.
+            *self = Self::rebuild(state, self.limit)?;
+            return Ok(());
+        }
+        for (i, h) in (first..).zip(leaves) {
+            self.map.insert(*h, i);
+        }
+        self.end = first + leaves.len() as u64;
+        let new_start = self.end.saturating_sub(self.limit);
+        while self.start < new_start {
+            let hi = new_start.min(self.start + (1 << 16));
+            for (i, h) in (self.start..).zip(state.leaf_hashes(self.start, hi)?) {
+                if self.map.get(&h) == Some(&i) {
+                    self.map.remove(&h);
+                }
+            }
+            self.start = hi;
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, state: &State, leaves: &[Hash]) -> Result<Lookup, Error> {
+        let n = leaves.len() as u64;
+        if let Some(last) = leaves.last()
+            && let Some(&j) = self.map.get(last)
+            && j + 1 >= n
+            && j + 1 - n >= self.start
+        {
+            let i = j + 1 - n;
+            if state.leaf_hashes(i, j + 1)? == leaves {
+                return Ok(Lookup::Found(i));
+            }
+        }
+        let found = leaves.iter().filter(|h| self.map.contains_key(*h)).count();
+        Ok(if found > 0 {
+            Lookup::Partial(found)
+        } else {
+            Lookup::None
+        })
+    }
 }
 
 impl Committer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    fn lock_state(&self) -> Result<std::sync::MutexGuard<'_, State>, Error> {
+        self.state
+            .lock()
+            .map_err(|_| Error::State("state lock poisoned".into()))
+    }
+
+    fn poison(&mut self, why: String) {
+        tracing::error!("{why}; refusing to sign until restarted");
+        self.metrics
+            .ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.poisoned = Some(why);
+    }
+
+    /// Fence checks, cut of uncommitted stored hashes, dedupe window.
+    async fn init(&mut self) -> Result<(), Error> {
+        if let Some(fence) = self.config.fence.clone() {
+            fence
+                .recover(&self.state, self.key.as_ref(), &self.origin)
+                .await?;
+        }
+        let state = self.state.clone();
+        let limit = self.config.dedupe_window;
+        let window = tokio::task::spawn_blocking(move || -> Result<Option<Window>, Error> {
+            let mut state = state
+                .lock()
+                .map_err(|_| Error::State("state lock poisoned".into()))?;
+            state.cut_uncommitted()?;
+            if limit == 0 {
+                return Ok(None);
+            }
+            let started = std::time::Instant::now();
+            let window = Window::rebuild(&state, limit)?;
+            tracing::info!(
+                leaves = window.map.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "dedupe window rebuilt"
+            );
+            Ok(Some(window))
+        })
+        .await
+        .map_err(|e| Error::State(format!("start task: {e}")))??;
+        self.window = window;
+        Ok(())
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Job>,
+        started: tokio::sync::watch::Sender<Option<Result<(), Error>>>,
+    ) {
+        let outcome = self.init().await;
+        if let Err(e) = &outcome {
+            self.poison(format!("the log could not start: {e}"));
+        }
+        let _ = started.send(Some(outcome));
         let mut next_allowed = Instant::now();
         while let Some(first) = rx.recv().await {
             tokio::time::sleep_until(next_allowed).await;
@@ -203,15 +416,182 @@ impl Committer {
                 }
                 continue;
             }
+            if let Err(e) = self.settle_unfenced().await {
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+                continue;
+            }
+            let jobs = self.dedupe(jobs).await;
+            if jobs.is_empty() {
+                continue;
+            }
             self.commit(jobs).await;
             next_allowed = Instant::now() + self.config.min_interval;
         }
+    }
+
+    /// Answers the jobs whose leaves the window holds; returns the others.
+    async fn dedupe(&mut self, jobs: Vec<Job>) -> Vec<Job> {
+        let Some(window) = self.window.take() else {
+            return jobs;
+        };
+        let state = self.state.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let state = match state.lock() {
+                Ok(s) => s,
+                Err(_) => return (window, jobs),
+            };
+            let mut rest = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                match window.lookup(&state, &job.leaves) {
+                    Ok(Lookup::Found(first)) => {
+                        let n = job.leaves.len() as u64;
+                        let answer = state
+                            .checkpoint_covering(first + n - 1)
+                            .and_then(|cp| {
+                                let cp = cp.ok_or_else(|| {
+                                    Error::State(format!("no checkpoint covers leaf {first}"))
+                                })?;
+                                let reader = state.reader(&[]);
+                                let proofs = (first..first + n)
+                                    .map(|i| merkle::inclusion_proof(i, cp.checkpoint.size, &reader))
+                                    .collect::<Result<Vec<_>, _>>()?;
+                                Ok(Appended {
+                                    first_index: first,
+                                    checkpoint: Arc::new(cp),
+                                    proofs,
+                                })
+                            });
+                        match answer {
+                            Ok(a) => {
+                                tracing::info!(
+                                    first_index = first,
+                                    leaves = n,
+                                    size = a.checkpoint.checkpoint.size,
+                                    "re-sent Append: answered with its original indexes and checkpoint"
+                                );
+                                let _ = job.reply.send(Ok(a));
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "dedupe answer failed; appending");
+                                rest.push(job);
+                            }
+                        }
+                    }
+                    Ok(Lookup::Partial(found)) => {
+                        tracing::warn!(
+                            found,
+                            leaves = job.leaves.len(),
+                            "an Append repeats some leaves of the log, not all in order:                              appending all of them"
+                        );
+                        rest.push(job);
+                    }
+                    Ok(Lookup::None) => rest.push(job),
+                    Err(e) => {
+                        tracing::error!(error = %e, "dedupe lookup failed; appending");
+                        rest.push(job);
+                    }
+                }
+            }
+            (window, rest)
+        })
+        .await;
+        match done {
+            Ok((window, rest)) => {
+                self.window = Some(window);
+                rest
+            }
+            Err(e) => {
+                // The jobs went down with the task: their callers see the log closing.
+                tracing::error!(error = %e, "dedupe task failed; dedupe disabled");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Adds committed leaves to the dedupe window.
+    async fn remember(&mut self, first: u64, leaves: Vec<Hash>) {
+        let Some(mut window) = self.window.take() else {
+            return;
+        };
+        let state = self.state.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let state = state
+                .lock()
+                .map_err(|_| Error::State("state lock poisoned".into()))?;
+            window.push(&state, first, &leaves)?;
+            Ok::<_, Error>(window)
+        })
+        .await;
+        match done {
+            Ok(Ok(window)) => self.window = Some(window),
+            Ok(Err(e)) => tracing::error!(error = %e, "dedupe window lost; dedupe disabled"),
+            Err(e) => tracing::error!(error = %e, "dedupe window lost; dedupe disabled"),
+        }
+    }
+
+    /// Writes the fence record of a checkpoint whose first fence write had an unknown
+    /// outcome, then makes the checkpoint durable. Its Appends were answered with an error;
+    /// their retries find the leaves in the dedupe window.
+    async fn settle_unfenced(&mut self) -> Result<(), Error> {
+        let (Some(pending), Some(fence)) = (self.unfenced.take(), self.config.fence.clone()) else {
+            return Ok(());
+        };
+        match fence
+            .claim(pending.seq, &pending.checkpoint.to_bytes())
+            .await
+        {
+            Claim::Ours => {}
+            Claim::Lost => {
+                let why = format!(
+                    "another signer took fence slot {} ({}): this signer no longer extends the log",
+                    pending.seq,
+                    fence.slot_key(pending.seq)
+                );
+                self.poison(why.clone());
+                return Err(Error::Poisoned(why));
+            }
+            Claim::Unknown(e) => {
+                self.unfenced = Some(pending);
+                return Err(Error::Unavailable(format!("fence unavailable: {e}")));
+            }
+        }
+        let Unfenced {
+            checkpoint,
+            written,
+            first_index,
+            leaves,
+            ..
+        } = pending;
+        let size = checkpoint.checkpoint.size;
+        let state = self.state.clone();
+        let durable = tokio::task::spawn_blocking(move || -> Result<(), Error> {
+            state
+                .lock()
+                .map_err(|_| Error::State("state lock poisoned".into()))?
+                .commit(checkpoint, written)
+        })
+        .await
+        .map_err(|e| Error::State(format!("commit task: {e}")))
+        .and_then(|r| r);
+        if let Err(e) = durable {
+            let why = format!("a signed and fenced checkpoint could not be made durable: {e}");
+            self.poison(why.clone());
+            return Err(Error::Poisoned(why));
+        }
+        self.metrics.checkpoints_signed.inc();
+        self.metrics.leaves_appended.inc_by(leaves.len() as u64);
+        self.metrics.tree_size.set(size as i64);
+        self.remember(first_index, leaves).await;
+        Ok(())
     }
 
     async fn commit(&mut self, jobs: Vec<Job>) {
         let leaves: Vec<Hash> = jobs.iter().flat_map(|j| j.leaves.iter().copied()).collect();
         match self.commit_leaves(&leaves).await {
             Ok((first_index, checkpoint)) => {
+                self.remember(first_index, leaves).await;
                 let checkpoint = Arc::new(checkpoint);
                 let mut next = first_index;
                 for job in jobs {
@@ -266,10 +646,7 @@ impl Committer {
     }
 
     fn proofs(&self, first: u64, n: u64, size: u64) -> Result<Vec<Vec<Hash>>, Error> {
-        let state = self
-            .state
-            .lock()
-            .map_err(|_| Error::State("state lock poisoned".into()))?;
+        let state = self.lock_state()?;
         let reader = state.reader(&[]);
         (first..first + n)
             .map(|i| Ok(merkle::inclusion_proof(i, size, &reader)?))
@@ -280,7 +657,7 @@ impl Committer {
         let state = self.state.clone();
         let leaves_owned = leaves.to_vec();
         // Stage and write the stored hashes, compute the new root: blocking file I/O.
-        let (first_index, size, root, written, prev) =
+        let (first_index, size, root, written, prev, seq) =
             tokio::task::spawn_blocking(move || -> Result<_, Error> {
                 let mut state = state
                     .lock()
@@ -291,7 +668,8 @@ impl Committer {
                 let root = merkle::tree_root(size, &state.reader(&pending))?;
                 state.write_hashes(&pending)?;
                 let prev = state.latest().map(|c| (c.hash(), c.checkpoint.time_ms));
-                Ok((first, size, root, pending.len() as u64, prev))
+                let seq = state.checkpoint_count();
+                Ok((first, size, root, pending.len() as u64, prev, seq))
             })
             .await
             .map_err(|e| Error::State(format!("commit task: {e}")))??;
@@ -321,14 +699,38 @@ impl Committer {
                 })
                 .await;
                 if !matches!(undo, Ok(Ok(()))) {
-                    self.metrics
-                        .ready
-                        .store(false, std::sync::atomic::Ordering::Relaxed);
-                    self.poisoned = Some("could not roll back after a failed signature".into());
+                    self.poison("could not roll back after a failed signature".into());
                 }
                 return Err(Error::Unavailable(format!("signing failed: {e}")));
             }
         };
+
+        // The fence slot before anything is durable or answered (see crate::fence).
+        if let Some(fence) = self.config.fence.clone() {
+            match fence.claim(seq, &signed.to_bytes()).await {
+                Claim::Ours => {}
+                Claim::Lost => {
+                    let why = format!(
+                        "another signer took fence slot {seq} ({}): it extends this log                          beyond our state; this signer's checkpoint of size {size} is discarded",
+                        fence.slot_key(seq)
+                    );
+                    self.poison(why.clone());
+                    return Err(Error::Poisoned(why));
+                }
+                Claim::Unknown(e) => {
+                    // It may have landed: keep everything, settle it before the next commit.
+                    tracing::warn!(error = %e, seq, size, "fence write failed; will write it again");
+                    self.unfenced = Some(Unfenced {
+                        seq,
+                        checkpoint: signed,
+                        written,
+                        first_index,
+                        leaves: leaves.to_vec(),
+                    });
+                    return Err(Error::Unavailable(format!("fence unavailable: {e}")));
+                }
+            }
+        }
 
         let state = self.state.clone();
         let to_store = signed.clone();
@@ -343,11 +745,7 @@ impl Committer {
         .and_then(|r| r);
         if let Err(e) = durable {
             let why = format!("a signed checkpoint could not be made durable: {e}");
-            tracing::error!("{why}; refusing to sign until restarted");
-            self.metrics
-                .ready
-                .store(false, std::sync::atomic::Ordering::Relaxed);
-            self.poisoned = Some(why.clone());
+            self.poison(why.clone());
             return Err(Error::Poisoned(why));
         }
         self.metrics.checkpoints_signed.inc();

@@ -72,6 +72,7 @@ async fn real_events_into_object_lock_and_verified_from_the_bucket() {
         &h.trust,
         &sealtrail_verifier::Options {
             prefix: "cluster-1/".into(),
+            ..Default::default()
         },
     )
     .await

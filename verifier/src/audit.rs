@@ -5,17 +5,30 @@
 //! content declares, not by key, so that renamed or swapped objects are reported as such
 //! and do not hide the rest. Pass 2 reads segments one at a time in index order, checks
 //! each record, and feeds the leaves into a frontier that recomputes every checkpoint's
-//! root. Memory holds one segment plus O(number of segments + checkpoints).
+//! root. Memory holds one segment plus O(number of segments + checkpoints), plus, when
+//! duplicates are checked, 16 bytes (and the hash set's overhead, about 2x) per event.
+//!
+//! With a state from an earlier run, only the objects the state does not list are read:
+//! their leaves are pushed onto the remembered frontier, so the new checkpoints' roots
+//! prove the stored tree consistent with the remembered checkpoint. Objects the state lists
+//! that are gone are reported as missing. With the signer, its latest checkpoint must be
+//! consistent with the newest stored (or remembered) checkpoint, and every leaf it signed
+//! must be stored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sealtrail_core::checkpoint::{MAX_NOTE_LEN, SignedCheckpoint};
-use sealtrail_core::merkle::{self, Frontier, Hash};
+use sealtrail_core::merkle::{self, Hash};
 use sealtrail_core::segment::{self, SegmentHeader};
 use sealtrail_core::trust::{SignatureVerdict, Trust};
-use sealtrail_store::ObjectStore;
+use sealtrail_store::{ObjectInfo, ObjectStore};
 use sha2::{Digest as _, Sha256};
 
+use crate::lock::ObjectLockPolicy;
+use crate::signer::SignerSource;
+use crate::state::{ObjectRecord, State};
 use crate::{Error, Finding, FindingKind, Report};
 
 /// Bytes read to find a segment's header line: the note limit, JSON-escaped, plus the rest.
@@ -26,10 +39,27 @@ const HEADER_READ_LEN: usize = 2 * MAX_NOTE_LEN + 1024;
 pub struct Options {
     /// Object key prefix of the log (as the ingester's `--prefix`).
     pub prefix: String,
+    /// The signer, as the outside reference against a cut tail, a rollback or a fork.
+    pub signer: Option<Arc<dyn SignerSource>>,
+    /// The state of an earlier run: resume from it (incremental) and check the store
+    /// against it. The state to save next is in [`Report::state`].
+    pub state: Option<State>,
+    /// Report (auditID, stage) pairs stored at two indexes.
+    pub check_duplicates: bool,
+    /// Report events whose stageTimestamp is older than the checkpoint that first covers
+    /// them by more than this.
+    pub late_after: Option<Duration>,
+    /// Check every segment object's S3 Object Lock.
+    pub object_lock: Option<ObjectLockPolicy>,
+    /// Draw a progress bar on standard error.
+    pub progress: bool,
 }
+
+const STATE_FILE: &str = "(state file)";
 
 struct SegmentMeta {
     key: String,
+    size: u64,
     header: SegmentHeader,
     checkpoint: Hash,
 }
@@ -82,13 +112,98 @@ pub async fn verify_store(
         },
         missing: Vec::new(),
     };
+    let resume = match &options.state {
+        Some(st) => Some(st.resume(trust).map_err(Error::State)?),
+        None => None,
+    };
+    let base_size = resume.as_ref().map_or(0, |r| r.checkpoint.checkpoint.size);
+    let state_info = resume.as_ref().map(|r| CheckpointInfo {
+        cp: r.checkpoint.clone(),
+        first_object: STATE_FILE.to_string(),
+    });
+    audit.report.last_event_time = options.state.as_ref().and_then(|s| s.last_event_time);
+
+    // The signer's latest checkpoint, asked before listing: every leaf it covers had been
+    // signed before the listing began.
+    let signer_cp = match &options.signer {
+        None => None,
+        Some(s) => match s.latest_checkpoint().await.map_err(Error::Signer)? {
+            None => None,
+            Some(note) => {
+                let cp = SignedCheckpoint::parse(&note).map_err(|e| {
+                    Error::Signer(format!("latest checkpoint of {}: {e}", s.describe()))
+                })?;
+                match trust.verify(&cp) {
+                    SignatureVerdict::Trusted { .. } => Some(cp),
+                    v => {
+                        return Err(Error::Signer(format!(
+                            "the latest checkpoint of {} (size {}) does not verify against the trust bundle: {v:?}",
+                            s.describe(),
+                            cp.checkpoint.size
+                        )));
+                    }
+                }
+            }
+        },
+    };
+    audit.report.signer_tree_size = signer_cp.as_ref().map(|c| c.checkpoint.size);
+
     let seg_prefix = format!("{}segments/", options.prefix);
     let objects = store.list(&seg_prefix).await?;
 
+    // With a state: skip what it lists, report what it lists and is gone or changed.
+    let mut kept: BTreeMap<String, ObjectRecord> = BTreeMap::new();
+    let mut to_read: Vec<&ObjectInfo> = Vec::new();
+    match &options.state {
+        None => to_read = objects.iter().collect(),
+        Some(state) => {
+            let listed: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+            for obj in &objects {
+                match state.objects.get(&obj.key) {
+                    Some(rec) if rec.size == obj.size => {
+                        kept.insert(obj.key.clone(), rec.clone());
+                        audit.report.segments_skipped += 1;
+                    }
+                    Some(rec) => audit.find(
+                        FindingKind::ObjectChanged,
+                        Some((rec.first_index, rec.last_index)),
+                        Some(&obj.key),
+                        None,
+                        format!(
+                            "verified by an earlier run with {} bytes, now {} bytes",
+                            rec.size, obj.size
+                        ),
+                    ),
+                    None => to_read.push(obj),
+                }
+            }
+            let present_end = kept.values().map(|r| r.last_index + 1).max().unwrap_or(0);
+            for (key, rec) in &state.objects {
+                if listed.contains(key.as_str()) {
+                    continue;
+                }
+                let detail = if rec.first_index >= present_end {
+                    format!(
+                        "truncated since the last run: verified then (tree size {base_size}), no longer in the store"
+                    )
+                } else {
+                    "deleted since the last run: verified then, no longer in the store".to_string()
+                };
+                audit.find(
+                    FindingKind::MissingEvents,
+                    Some((rec.first_index, rec.last_index)),
+                    Some(key),
+                    None,
+                    detail,
+                );
+            }
+        }
+    }
+
     // Pass 1: headers and checkpoints.
-    let mut metas = Vec::with_capacity(objects.len());
+    let mut metas = Vec::with_capacity(to_read.len());
     let mut checkpoints: HashMap<Hash, CheckpointInfo> = HashMap::new();
-    for obj in &objects {
+    for obj in to_read {
         let Some(key_range) = segment::parse_object_key(&options.prefix, &obj.key) else {
             audit.find(
                 FindingKind::UnexpectedObject,
@@ -99,6 +214,7 @@ pub async fn verify_store(
             );
             continue;
         };
+        audit.report.segments_read += 1;
         let head = store.get_prefix(&obj.key, HEADER_READ_LEN).await?;
         let header = match segment::parse_header(&head) {
             Ok((h, _)) => h,
@@ -135,6 +251,7 @@ pub async fn verify_store(
         });
         metas.push(SegmentMeta {
             key: obj.key.clone(),
+            size: obj.size,
             header,
             checkpoint: hash,
         });
@@ -145,6 +262,7 @@ pub async fn verify_store(
     // text → where it was first seen.
     let mut by_size: BTreeMap<u64, Vec<Hash>> = BTreeMap::new();
     let mut texts: HashMap<Hash, &CheckpointInfo> = HashMap::new();
+    let mut trusted: HashSet<Hash> = HashSet::new();
     let mut ordered: Vec<&CheckpointInfo> = checkpoints.values().collect();
     ordered.sort_by_key(|c| {
         (
@@ -153,6 +271,15 @@ pub async fn verify_store(
             c.first_object.clone(),
         )
     });
+    if let Some(info) = &state_info {
+        // Verified when the state was loaded.
+        trusted.insert(info.cp.hash());
+        texts.insert(info.cp.hash(), info);
+        by_size
+            .entry(info.cp.checkpoint.size)
+            .or_default()
+            .push(info.cp.hash());
+    }
     for info in &ordered {
         let cp = &info.cp.checkpoint;
         let at = Some(info.first_object.as_str());
@@ -164,7 +291,10 @@ pub async fn verify_store(
                 .join(", ")
         };
         let problem = match trust.verify(&info.cp) {
-            SignatureVerdict::Trusted { .. } => None,
+            SignatureVerdict::Trusted { .. } => {
+                trusted.insert(info.cp.hash());
+                None
+            }
             SignatureVerdict::BadSignature { key_id } => Some((
                 FindingKind::BadSignature,
                 format!("signature of trusted key {key_id:08x} does not verify"),
@@ -212,7 +342,7 @@ pub async fn verify_store(
             audit.find(
                 FindingKind::Fork,
                 Some((size.saturating_sub(1), size.saturating_sub(1))),
-                objects.first().copied(),
+                objects.iter().copied().find(|o| *o != STATE_FILE),
                 Some(1),
                 format!(
                     "{} different checkpoints of tree size {size} (in {})",
@@ -227,13 +357,44 @@ pub async fn verify_store(
 
     // Pass 2: the records, in the order of the indexes the segments declare.
     metas.sort_by(|a, b| (a.header.first_index, &a.key).cmp(&(b.header.first_index, &b.key)));
-    let mut frontier = Frontier::new();
+    let progress = if options.progress {
+        indicatif::ProgressBar::with_draw_target(
+            Some(metas.len() as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{wide_bar}] {pos}/{len} segments, {msg}",
+    ) {
+        progress.set_style(style);
+    }
+    let mut frontier = resume
+        .as_ref()
+        .map(|r| r.frontier.clone())
+        .unwrap_or_default();
     let mut tainted = false;
-    let mut next = 0u64;
+    let mut next = base_size;
     let mut prev_key: Option<String> = None;
+    let mut seen: HashSet<u128> = HashSet::new();
+    let mut read_ok: Vec<&SegmentMeta> = Vec::with_capacity(metas.len());
     for meta in &metas {
+        progress.inc(1);
+        progress.set_message(format!("{} events", audit.report.events));
         let first = meta.header.first_index;
         let end = first + meta.header.count; // exclusive
+        let cp = &checkpoints[&meta.checkpoint].cp.checkpoint;
+        if let Some(policy) = &options.object_lock {
+            let r = policy
+                .source
+                .retention(&meta.key)
+                .await
+                .map_err(Error::Lock)?;
+            for (kind, detail) in crate::lock::check(policy, &r, cp.time_ms) {
+                audit.find(kind, Some((first, end - 1)), Some(&meta.key), None, detail);
+            }
+        }
         if end <= next {
             audit.find(
                 FindingKind::DuplicateSegment,
@@ -242,7 +403,11 @@ pub async fn verify_store(
                 None,
                 format!(
                     "indexes already held by {}",
-                    prev_key.as_deref().unwrap_or("an earlier segment")
+                    prev_key.as_deref().unwrap_or(if base_size > 0 {
+                        "segments verified by an earlier run"
+                    } else {
+                        "an earlier segment"
+                    })
                 ),
             );
             continue;
@@ -255,7 +420,11 @@ pub async fn verify_store(
                 None,
                 format!(
                     "no stored segment holds these indexes (after {}, before this object)",
-                    prev_key.as_deref().unwrap_or("the start of the log")
+                    prev_key.as_deref().unwrap_or(if base_size > 0 {
+                        "the segments verified by an earlier run"
+                    } else {
+                        "the start of the log"
+                    })
                 ),
             );
             tainted = true;
@@ -263,7 +432,6 @@ pub async fn verify_store(
         }
         audit.report.segments += 1;
         let bytes = store.get(&meta.key).await?;
-        let cp = &checkpoints[&meta.checkpoint].cp.checkpoint;
         let body = match segment::parse_header(&bytes) {
             Ok((_, body)) => body,
             Err(e) => {
@@ -364,6 +532,9 @@ pub async fn verify_store(
                 continue;
             }
             audit.report.events_verified += 1;
+            check_event(
+                &mut audit, options, &by_size, &texts, &mut seen, &record, &meta.key, line,
+            );
             if !tainted {
                 frontier.push(record.leaf_hash);
                 if let Some(hashes) = by_size.get(&frontier.size()) {
@@ -406,22 +577,101 @@ pub async fn verify_store(
         }
         next = next.max(end);
         prev_key = Some(meta.key.clone());
+        read_ok.push(meta);
     }
-    let tree_size = audit.report.tree_size;
-    if next < tree_size {
+    progress.finish_and_clear();
+
+    // The signer: its latest checkpoint must extend the newest stored (or remembered)
+    // checkpoint signed by a trusted key.
+    let stored_size = audit.report.tree_size;
+    let mut signer_consistent = true;
+    if let (Some(latest), Some(source)) = (&signer_cp, &options.signer) {
+        let l = &latest.checkpoint;
+        let newest = by_size
+            .values()
+            .rev()
+            .flat_map(|hs| hs.iter())
+            .filter(|h| trusted.contains(*h))
+            .map(|h| texts[h])
+            .next();
+        if let Some(info) = newest {
+            let s = &info.cp.checkpoint;
+            let at = Some(info.first_object.as_str()).filter(|o| *o != STATE_FILE);
+            let range = Some((s.size.saturating_sub(1), s.size.saturating_sub(1)));
+            if s.size > l.size {
+                signer_consistent = false;
+                audit.find(
+                    FindingKind::InconsistentWithSigner,
+                    range,
+                    at,
+                    None,
+                    format!(
+                        "{} holds a checkpoint of size {} but the signer's latest ({}) is of size {}: the signer was rolled back or its log forked",
+                        if info.first_object == STATE_FILE { "the state of an earlier run" } else { "the store" },
+                        s.size,
+                        source.describe(),
+                        l.size
+                    ),
+                );
+            } else if s.size > 0 {
+                let proof = if s.size < l.size {
+                    source
+                        .consistency_proof(s.size, l.size)
+                        .await
+                        .map_err(Error::Signer)?
+                } else {
+                    Vec::new()
+                };
+                if let Err(e) = merkle::verify_consistency(s.size, l.size, &s.root, &l.root, &proof)
+                {
+                    signer_consistent = false;
+                    audit.find(
+                        FindingKind::InconsistentWithSigner,
+                        range,
+                        at,
+                        None,
+                        format!(
+                            "the signer's latest checkpoint (size {}) does not extend the {} checkpoint of size {} (a fork or a rollback): {e}",
+                            l.size,
+                            if info.first_object == STATE_FILE { "remembered" } else { "stored" },
+                            s.size
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // Leaves covered by a checkpoint (stored or the signer's) that no segment holds.
+    let signed_size = signer_cp
+        .as_ref()
+        .filter(|_| signer_consistent)
+        .map_or(0, |c| c.checkpoint.size);
+    let want = stored_size.max(signed_size);
+    if next < want {
         audit.find(
             FindingKind::MissingEvents,
-            Some((next, tree_size - 1)),
+            Some((next, want - 1)),
             prev_key.as_deref(),
             None,
-            format!(
-                "a stored checkpoint covers {tree_size} leaves but the store holds only {next} (tail lost or deleted)"
-            ),
+            if signed_size > stored_size {
+                format!(
+                    "signed by the signer (checkpoint of size {signed_size}) but not in the store"
+                )
+            } else {
+                format!(
+                    "a stored checkpoint covers {stored_size} leaves but the store holds only {next} (tail lost or deleted)"
+                )
+            },
         );
     }
 
-    // The chain, oldest first.
-    let mut chain: Vec<&CheckpointInfo> = texts.values().copied().collect();
+    // The chain, oldest first (with a state: from the remembered checkpoint on).
+    let mut chain: Vec<&CheckpointInfo> = texts
+        .values()
+        .copied()
+        .filter(|c| c.cp.checkpoint.size > base_size || state_info.is_none())
+        .collect();
     chain.sort_by_key(|c| {
         (
             c.cp.checkpoint.size,
@@ -429,7 +679,7 @@ pub async fn verify_store(
             c.first_object.clone(),
         )
     });
-    let mut prev: Option<&CheckpointInfo> = None;
+    let mut prev: Option<&CheckpointInfo> = state_info.as_ref();
     for info in chain {
         let cp = &info.cp.checkpoint;
         let (from, expect) = match prev {
@@ -475,5 +725,102 @@ pub async fn verify_store(
         prev = Some(info);
     }
     audit.report.findings.sort_by_key(|f| (f.index, f.kind));
+
+    // The state for the next run: only past a run with no integrity finding, at the
+    // newest checkpoint, whose root the frontier reproduced.
+    let clean = audit.report.findings.iter().all(|f| !f.kind.is_integrity());
+    if clean
+        && !tainted
+        && stored_size > 0
+        && frontier.size() == stored_size
+        && let Some([h]) = by_size.get(&stored_size).map(Vec::as_slice)
+        && frontier.root() == texts[h].cp.checkpoint.root
+    {
+        let mut objects = kept;
+        for meta in read_ok {
+            objects.insert(
+                meta.key.clone(),
+                ObjectRecord {
+                    size: meta.size,
+                    first_index: meta.header.first_index,
+                    last_index: meta.header.first_index + meta.header.count - 1,
+                },
+            );
+        }
+        audit.report.state = Some(State::new(
+            trust.origin(),
+            &texts[h].cp,
+            &frontier,
+            audit.report.last_event_time,
+            objects,
+        ));
+    }
     Ok(audit.report)
+}
+
+/// The per-event checks beyond integrity: the newest stageTimestamp, late events,
+/// duplicated (auditID, stage).
+#[allow(clippy::too_many_arguments)]
+fn check_event(
+    audit: &mut Audit,
+    options: &Options,
+    by_size: &BTreeMap<u64, Vec<Hash>>,
+    texts: &HashMap<Hash, &CheckpointInfo>,
+    seen: &mut HashSet<u128>,
+    record: &segment::Record,
+    key: &str,
+    line: usize,
+) {
+    let at = Some((record.index, record.index));
+    let ts = record.stage_timestamp.as_deref().and_then(|t| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    });
+    if let Some(ts) = ts {
+        let secs = ts.unix_timestamp_nanos() as f64 / 1e9;
+        if audit.report.last_event_time.is_none_or(|t| secs > t) {
+            audit.report.last_event_time = Some(secs);
+        }
+        // The checkpoint that first covers this leaf: the smallest stored size above it.
+        let covering = by_size
+            .range(record.index + 1..)
+            .next()
+            .and_then(|(_, hs)| hs.iter().map(|h| texts[h].cp.checkpoint.time_ms).min());
+        if let (Some(limit), Some(cp_ms)) = (options.late_after, covering) {
+            let late_by = cp_ms as f64 / 1000.0 - secs;
+            if late_by > limit.as_secs_f64() {
+                audit.find(
+                    FindingKind::LateEvent,
+                    at,
+                    Some(key),
+                    Some(line),
+                    format!(
+                        "stageTimestamp {} is {:.0} s older than the checkpoint that first covers it (threshold {} s): backdated or long delayed",
+                        record.stage_timestamp.as_deref().unwrap_or(""),
+                        late_by,
+                        limit.as_secs()
+                    ),
+                );
+            }
+        }
+    }
+    if options.check_duplicates
+        && let (Some(id), Some(stage)) = (&record.audit_id, &record.stage)
+    {
+        let mut h = Sha256::new();
+        h.update(id.as_bytes());
+        h.update([0]);
+        h.update(stage.as_bytes());
+        let d = h.finalize();
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&d[..16]);
+        if !seen.insert(u128::from_le_bytes(k)) {
+            audit.find(
+                FindingKind::DuplicateAuditEvent,
+                at,
+                Some(key),
+                Some(line),
+                format!("auditID {id} stage {stage} is already stored at an earlier index"),
+            );
+        }
+    }
 }

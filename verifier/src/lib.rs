@@ -6,16 +6,28 @@
 //! rebuilds the Merkle tree from the stored leaves and compares it with every checkpoint,
 //! follows the checkpoint chain, and checks that the indexes run without gaps or repeats.
 //!
-//! What it does not (yet): fetch the signer's latest checkpoint to detect a cut tail, keep
-//! state between runs, or check S3 Object Lock retention. Without an outside reference a
-//! cut tail (the newest segments deleted together with their checkpoints) cannot be seen.
+//! A cut tail (the newest segments deleted together with their checkpoints) needs an
+//! outside reference: the signer's latest checkpoint ([`signer`], `Options::signer`) or the
+//! state of an earlier run ([`state`], `Options::state`), which also makes runs
+//! incremental. Optional checks: duplicated (auditID, stage) pairs, late (backdated)
+//! events, and the S3 Object Lock of every segment ([`lock`]).
+//!
+//! What it does not (yet): proof bundles (`prove` / `check-bundle`), reconciliation with
+//! the apiserver's log file, witnesses.
 
 use serde::Serialize;
 
 mod audit;
 pub mod canonicalize;
+pub mod lock;
+pub mod metrics;
+pub mod signer;
+pub mod state;
 
 pub use audit::{Options, verify_store};
+pub use lock::{ObjectLockPolicy, RetentionSource};
+pub use signer::{GrpcSigner, SignerConfig, SignerSource};
+pub use state::State;
 
 /// Why a verification could not be completed (exit code 2). Problems found *in* the trail
 /// are [`Finding`]s, not errors.
@@ -25,6 +37,15 @@ pub enum Error {
     Store(#[from] sealtrail_store::StoreError),
     #[error("trust bundle: {0}")]
     Trust(sealtrail_core::Error),
+    /// The signer could not be asked, or answered something unusable.
+    #[error("signer: {0}")]
+    Signer(String),
+    /// The state file cannot be used.
+    #[error("state: {0}")]
+    State(String),
+    /// The object lock of a segment could not be read.
+    #[error("object lock: {0}")]
+    Lock(String),
 }
 
 /// What kind of problem a finding is.
@@ -68,6 +89,71 @@ pub enum FindingKind {
     ChainBreak,
     /// A checkpoint whose time is earlier than its predecessor's.
     TimeRegression,
+    /// The signer's latest checkpoint is not consistent with the stored tree (or the
+    /// state's): a fork, or a rollback of the signer or of the store.
+    InconsistentWithSigner,
+    /// An object verified by an earlier run (`--state`) now has another size.
+    ObjectChanged,
+    /// The same (auditID, stage) stored at two indexes (an apiserver retry that reached
+    /// the log twice, or a replay).
+    DuplicateAuditEvent,
+    /// An event whose stageTimestamp is older than the checkpoint that first covers it by
+    /// more than the threshold (backdating).
+    LateEvent,
+    /// A segment object without Object Lock retention.
+    NotLocked,
+    /// A segment object locked for less than the required retention.
+    RetentionTooShort,
+    /// A segment object locked in GOVERNANCE mode where COMPLIANCE is required.
+    GovernanceMode,
+}
+
+impl FindingKind {
+    /// The snake_case name used in JSON reports and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnexpectedObject => "unexpected_object",
+            Self::MalformedSegment => "malformed_segment",
+            Self::KeyMismatch => "key_mismatch",
+            Self::MalformedLine => "malformed_line",
+            Self::SegmentTruncated => "segment_truncated",
+            Self::MissingEvents => "missing_events",
+            Self::DuplicateEvent => "duplicate_event",
+            Self::DuplicateSegment => "duplicate_segment",
+            Self::ExtraEvent => "extra_event",
+            Self::LeafMismatch => "leaf_mismatch",
+            Self::RootMismatch => "root_mismatch",
+            Self::Fork => "fork",
+            Self::BadSignature => "bad_signature",
+            Self::UntrustedKey => "untrusted_key",
+            Self::KeyOutOfRange => "key_out_of_range",
+            Self::WrongOrigin => "wrong_origin",
+            Self::ChainBreak => "chain_break",
+            Self::TimeRegression => "time_regression",
+            Self::InconsistentWithSigner => "inconsistent_with_signer",
+            Self::ObjectChanged => "object_changed",
+            Self::DuplicateAuditEvent => "duplicate_audit_event",
+            Self::LateEvent => "late_event",
+            Self::NotLocked => "not_locked",
+            Self::RetentionTooShort => "retention_too_short",
+            Self::GovernanceMode => "governance_mode",
+        }
+    }
+
+    /// Whether the finding is about the content of the log itself (as opposed to a
+    /// property of the events or of the storage that is reported once: duplicates, late
+    /// events, object locks). A state file advances only past runs without integrity
+    /// findings.
+    pub fn is_integrity(self) -> bool {
+        !matches!(
+            self,
+            Self::DuplicateAuditEvent
+                | Self::LateEvent
+                | Self::NotLocked
+                | Self::RetentionTooShort
+                | Self::GovernanceMode
+        )
+    }
 }
 
 /// One problem, located.
@@ -102,7 +188,22 @@ pub struct Report {
     pub roots_verified: u64,
     /// Events verified: canonical form, leaf hash and inclusion proof all good.
     pub events_verified: u64,
+    /// Segment objects read in this run (the others were verified by an earlier run).
+    pub segments_read: u64,
+    /// Segment objects skipped because the state says an earlier run verified them.
+    pub segments_skipped: u64,
+    /// Tree size of the signer's latest checkpoint, when it was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer_tree_size: Option<u64>,
+    /// Newest stageTimestamp among the events verified (this run or, with a state, earlier
+    /// ones), Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_event_time: Option<f64>,
     pub findings: Vec<Finding>,
+    /// The state to remember for the next run: set when the run had no integrity finding
+    /// and the store holds a verified checkpoint.
+    #[serde(skip)]
+    pub state: Option<State>,
 }
 
 impl Report {
@@ -123,6 +224,15 @@ impl Report {
             self.events_verified,
             self.roots_verified
         );
+        if self.segments_skipped > 0 {
+            s.push_str(&format!(
+                "{} segments read, {} verified by an earlier run (state) and skipped\n",
+                self.segments_read, self.segments_skipped
+            ));
+        }
+        if let Some(n) = self.signer_tree_size {
+            s.push_str(&format!("signer's latest checkpoint: tree size {n}\n"));
+        }
         if self.intact() {
             s.push_str("INTACT: every event, proof, signature and chain link verifies\n");
         } else {
@@ -136,11 +246,7 @@ impl Report {
 }
 
 fn describe(f: &Finding) -> String {
-    let kind = serde_json::to_value(f.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let mut s = kind;
+    let mut s = f.kind.as_str().to_string();
     match (f.index, f.last_index) {
         (Some(a), Some(b)) if a != b => s.push_str(&format!(" indexes {a}..={b}")),
         (Some(a), _) => s.push_str(&format!(" index {a}")),

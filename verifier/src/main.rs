@@ -3,30 +3,48 @@
 //! Exit codes: 0 intact; 1 tampering or inconsistency found (or invalid input to
 //! `canonicalize`); 2 the verification could not be completed.
 
-use std::io::{Read as _, Write as _};
+use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
 use sealtrail_core::trust::Trust;
 use sealtrail_store::s3::{S3Config, S3Store};
 use sealtrail_store::{LocalDirStore, Location, ObjectStore};
-use sealtrail_verifier::{Options, canonicalize, verify_store};
+use sealtrail_verifier::{
+    GrpcSigner, ObjectLockPolicy, Options, SignerConfig, State, canonicalize, metrics, verify_store,
+};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  intact: every event, proof, signature, chain link verifies (and, when asked, the
+     store is consistent with the signer's latest checkpoint and with the state file)
+  1  findings: tampering, loss or inconsistency (each finding has a kind and a location),
+     or advisory findings (duplicate_audit_event, late_event, object-lock findings);
+     for `canonicalize`, invalid input
+  2  the verification could not be completed (store, signer, trust bundle or state file
+     unusable)";
 
 #[derive(Parser)]
 #[command(
     name = "sealtrail-verify",
     version,
-    about = "Verify a Sealtrail audit trail"
+    about = "Verify a Sealtrail audit trail",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Verify every stored event, proof, checkpoint signature and chain link.
+    #[command(after_help = EXIT_CODES)]
     Verify {
         /// The store: `s3://BUCKET[/PREFIX]` or a local directory.
         #[arg(long)]
@@ -49,6 +67,44 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// The signer, `https://host:port`: its latest checkpoint must extend the stored
+        /// tree, and every leaf it signed must be stored (catches a cut tail).
+        #[arg(long, requires_all = ["signer_ca", "signer_cert", "signer_key"])]
+        signer: Option<String>,
+        /// CA of the signer's server certificate (PEM).
+        #[arg(long)]
+        signer_ca: Option<PathBuf>,
+        /// The verifier's client certificate towards the signer (PEM).
+        #[arg(long)]
+        signer_cert: Option<PathBuf>,
+        /// Its key (PEM).
+        #[arg(long)]
+        signer_key: Option<PathBuf>,
+        /// Name in the signer's certificate, if not the URL's host.
+        #[arg(long)]
+        signer_server_name: Option<String>,
+        /// State file: remembers the last verified checkpoint, its frontier and the objects
+        /// verified; the next run checks the store against it and reads only new objects.
+        /// Created if absent; advanced only after a run without integrity findings.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Report events whose stageTimestamp is older than the checkpoint that first
+        /// covers them by more than this (`90s`, `30m`, `1h`, `2d`; `off` to disable).
+        #[arg(long, default_value = "1h")]
+        late_after: String,
+        /// Do not report (auditID, stage) pairs stored twice.
+        #[arg(long)]
+        no_duplicate_check: bool,
+        /// S3 stores: each segment must be locked until at least its checkpoint time plus
+        /// this many days.
+        #[arg(long, default_value_t = 0)]
+        min_retention_days: u64,
+        /// S3 stores: GOVERNANCE mode is a finding (`--require-compliance false` to accept it).
+        #[arg(long, default_value_t = true, action = ArgAction::Set)]
+        require_compliance: bool,
+        /// Write the result as Prometheus text (node-exporter textfile collector), atomically.
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
     },
     /// Print `<hex leaf hash> <canonical JSON>` for each event read from standard input
     /// (an EventList, or one JSON event per line).
@@ -75,6 +131,17 @@ fn real_main() -> anyhow::Result<ExitCode> {
             s3_region,
             trust,
             json,
+            signer,
+            signer_ca,
+            signer_cert,
+            signer_key,
+            signer_server_name,
+            state,
+            late_after,
+            no_duplicate_check,
+            min_retention_days,
+            require_compliance,
+            metrics_file,
         } => {
             let bundle = std::fs::read(&trust)
                 .map_err(|e| anyhow::anyhow!("trust bundle {}: {e}", trust.display()))?;
@@ -82,12 +149,20 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let (store, prefix): (Box<dyn ObjectStore>, String) = match Location::parse(&store)? {
+            let late_after =
+                parse_duration_opt(&late_after).map_err(|e| anyhow::anyhow!("--late-after {e}"))?;
+            let mut options = Options {
+                check_duplicates: !no_duplicate_check,
+                late_after,
+                progress: std::io::stderr().is_terminal(),
+                ..Options::default()
+            };
+            let (store, prefix): (Arc<dyn ObjectStore>, String) = match Location::parse(&store)? {
                 Location::Dir(dir) => {
                     if !dir.is_dir() {
                         anyhow::bail!("store {} is not a directory", dir.display());
                     }
-                    (Box::new(LocalDirStore::open(&dir)?), prefix)
+                    (Arc::new(LocalDirStore::open(&dir)?), prefix)
                 }
                 Location::S3 { bucket, prefix: p } => {
                     // Reading needs no lock settings; the retention given is never used.
@@ -95,10 +170,51 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     cfg.endpoint = s3_endpoint;
                     cfg.force_path_style = s3_path_style;
                     cfg.region = s3_region;
-                    (Box::new(rt.block_on(S3Store::connect(cfg))?), p)
+                    let s3 = Arc::new(rt.block_on(S3Store::connect(cfg))?);
+                    options.object_lock = Some(ObjectLockPolicy {
+                        source: s3.clone(),
+                        min_retention: Duration::from_secs(min_retention_days * 86_400),
+                        require_compliance,
+                    });
+                    (s3, p)
                 }
             };
-            let report = rt.block_on(verify_store(store.as_ref(), &trust, &Options { prefix }))?;
+            options.prefix = prefix;
+            if let Some(url) = signer {
+                let (Some(ca), Some(cert), Some(key)) = (signer_ca, signer_cert, signer_key) else {
+                    anyhow::bail!("--signer needs --signer-ca, --signer-cert and --signer-key");
+                };
+                let client = rt.block_on(async {
+                    GrpcSigner::connect(&SignerConfig {
+                        url,
+                        ca,
+                        cert,
+                        key,
+                        server_name: signer_server_name,
+                        timeout: Duration::from_secs(60),
+                    })
+                });
+                options.signer = Some(Arc::new(
+                    client.map_err(|e| anyhow::anyhow!("signer: {e}"))?,
+                ));
+            }
+            if let Some(path) = &state {
+                options.state = State::load(path).map_err(|e| anyhow::anyhow!("state: {e}"))?;
+            }
+            let report = rt.block_on(verify_store(store.as_ref(), &trust, &options))?;
+            if let Some(path) = &state {
+                match &report.state {
+                    Some(s) => s.save(path).map_err(|e| anyhow::anyhow!("state: {e}"))?,
+                    None => eprintln!(
+                        "sealtrail-verify: state {} not advanced (integrity findings, or nothing verified)",
+                        path.display()
+                    ),
+                }
+            }
+            if let Some(path) = &metrics_file {
+                sealtrail_verifier::state::write_atomic(path, metrics::render(&report).as_bytes())
+                    .map_err(|e| anyhow::anyhow!("metrics file: {e}"))?;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -129,4 +245,27 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `90s`, `30m`, `1h`, `2d`, a bare number of seconds, or `off`.
+fn parse_duration_opt(s: &str) -> Result<Option<Duration>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected e.g. 90s, 30m, 1h, 2d or off"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .map(|secs| Some(Duration::from_secs(secs)))
+        .ok_or_else(|| format!("{s:?}: too large"))
 }

@@ -1,0 +1,175 @@
+//! Faults during a replay, with the apiserver's retry behaviour (backoff scaled down so a
+//! test takes seconds, not minutes): object storage unreachable, the signer SIGKILLed, the
+//! ingester SIGKILLed mid-request. Afterwards every event is stored exactly once and the
+//! trail verifies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use sealtrail_store::s3::{S3ClientOptions, S3Config, S3Store};
+use sealtrail_tests::emulator::{self, RetryPolicy};
+use sealtrail_tests::moto::{MotoServer, create_lock_bucket, s3_client};
+use sealtrail_tests::proxy::Proxy;
+
+fn patient(h: &Harness, max_batch: usize) -> emulator::EmulatorConfig {
+    let mut cfg = h.emulator_config(max_batch);
+    cfg.retry = RetryPolicy {
+        initial_backoff: Duration::from_millis(500),
+        factor: 1.5,
+        max_attempts: 8,
+    };
+    cfg.timeout = Duration::from_secs(10);
+    cfg
+}
+
+/// Every event once: the tree holds exactly the replayed events and the store verifies.
+async fn assert_exactly_once(h: &Harness, store: &dyn sealtrail_store::ObjectStore, prefix: &str) {
+    assert_eq!(h.tree_size().await, 222, "leaves appended more than once");
+    let report = sealtrail_verifier::verify_store(
+        store,
+        &h.trust,
+        &sealtrail_verifier::Options {
+            prefix: prefix.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.intact(), "{}", report.summary());
+    assert_eq!(report.events_verified, 222);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_outage_gives_503_then_everything_lands_once() {
+    let moto = MotoServer::start().unwrap();
+    let direct = s3_client(&moto.endpoint).await;
+    create_lock_bucket(&direct, "trail", None).await.unwrap();
+    let upstream = format!("127.0.0.1:{}", moto.port).parse().unwrap();
+    let proxy = Proxy::start(upstream).await.unwrap();
+    let mut cfg = S3Config::new("trail", Duration::from_secs(86_400));
+    cfg.endpoint = Some(format!("http://{}", proxy.addr));
+    cfg.force_path_style = true;
+    cfg.region = Some("us-east-1".into());
+    let via_proxy = s3_client(&format!("http://{}", proxy.addr)).await;
+    let opts = S3ClientOptions {
+        operation_timeout: Duration::from_secs(2),
+        max_attempts: 2,
+        ..S3ClientOptions::default()
+    };
+    let via_proxy =
+        aws_sdk_s3::Client::from_conf(opts.apply(via_proxy.config().to_builder()).build());
+    let store = Arc::new(S3Store::with_client(via_proxy, cfg.clone()));
+    let h = Harness::start_full(
+        sealtrail_ingester::DEFAULT_MAX_BODY_BYTES,
+        None,
+        Some((store, "c1/".into())),
+    )
+    .await;
+
+    let replay = {
+        let cfg = patient(&h, 40);
+        tokio::spawn(async move { emulator::run(&cfg, &event_lines()).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    proxy.off();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.on();
+    let report = replay.await.unwrap();
+    assert_eq!(report.batches_dropped, 0, "{report:?}");
+    assert!(
+        report.status_counts.get(&503).copied().unwrap_or(0) > 0,
+        "the outage was not seen: {:?}",
+        report.status_counts
+    );
+    let reader = S3Store::with_client(direct, cfg);
+    assert_exactly_once(&h, &reader, "c1/").await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signer_sigkilled_during_a_replay() {
+    let mut h = Harness::start().await;
+    h.stop_signer().await;
+    let mut child = spawn_signer(&h);
+    wait_listening(h.signer_addr()).await;
+
+    let replay = {
+        let cfg = patient(&h, 20);
+        tokio::spawn(async move { emulator::run(&cfg, &event_lines()).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut child = spawn_signer(&h);
+    let report = replay.await.unwrap();
+    assert_eq!(report.batches_dropped, 0, "{report:?}");
+    assert_exactly_once(&h, &h.store(), "").await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    h.shutdown().await;
+}
+
+fn spawn_ingester(h: &Harness, addr: std::net::SocketAddr) -> Child {
+    Command::new(binary("sealtrail-ingester"))
+        .args(["--origin", ORIGIN, "--listen", &addr.to_string()])
+        .arg("--tls-cert")
+        .arg(&h.pki.ingester_server_cert)
+        .arg("--tls-key")
+        .arg(&h.pki.ingester_server_key)
+        .arg("--client-ca")
+        .arg(&h.pki.ca_cert)
+        .arg("--store")
+        .arg(&h.store_dir)
+        .args(["--signer-url", &format!("https://{}", h.signer_addr())])
+        .arg("--signer-ca")
+        .arg(&h.pki.ca_cert)
+        .arg("--signer-cert")
+        .arg(&h.pki.ingester_client_cert)
+        .arg("--signer-key")
+        .arg(&h.pki.ingester_client_key)
+        .args([
+            "--signer-server-name",
+            "localhost",
+            "--allow-client",
+            "kube-apiserver",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingester_sigkilled_mid_request() {
+    let mut h = Harness::start().await;
+    let mut cfg = patient(&h, 20);
+    // The in-process ingester is replaced by a real process on a fixed address.
+    h.stop_ingester().await;
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut child = spawn_ingester(&h, addr);
+    wait_listening(addr).await;
+    cfg.url = format!("https://{addr}{}", sealtrail_ingester::WEBHOOK_PATH);
+
+    let replay = tokio::spawn(async move { emulator::run(&cfg, &event_lines()).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut child = spawn_ingester(&h, addr);
+    let report = replay.await.unwrap();
+    assert_eq!(report.batches_dropped, 0, "{report:?}");
+    assert_exactly_once(&h, &h.store(), "").await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    h.shutdown().await;
+}

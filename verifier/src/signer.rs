@@ -1,0 +1,121 @@
+//! The signer as an outside reference: its newest checkpoint and consistency proofs, over
+//! mutual TLS with a read-only (verifier) identity.
+//!
+//! A hash chain cannot show that its own tail was cut; the signer, which signed every
+//! checkpoint, can. The verifier asks for its latest checkpoint and for a consistency proof
+//! from the newest stored checkpoint to it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sealtrail_core::merkle::Hash;
+use sealtrail_proto::v1::signer_client::SignerClient;
+use sealtrail_proto::v1::{ConsistencyProofRequest, LatestCheckpointRequest};
+use sealtrail_store::BoxFuture;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Largest signer answer accepted.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the verifier needs from the signer. Implemented by [`GrpcSigner`]; tests may
+/// provide their own.
+pub trait SignerSource: Send + Sync + std::fmt::Debug {
+    /// The newest signed note, or `None` while the log is empty.
+    fn latest_checkpoint(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>>;
+    /// The RFC 9162 consistency proof from `old_size` to `new_size`.
+    fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> BoxFuture<'_, Result<Vec<Hash>, String>>;
+    /// Where the signer is, for reports.
+    fn describe(&self) -> String;
+}
+
+/// Where the signer is and the verifier's client identity.
+#[derive(Debug, Clone)]
+pub struct SignerConfig {
+    /// `https://host:port`.
+    pub url: String,
+    /// CA of the signer's server certificate (PEM).
+    pub ca: PathBuf,
+    /// The verifier's client certificate and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Name to expect in the signer's certificate, if not the URL's host.
+    pub server_name: Option<String>,
+    /// Deadline of one call.
+    pub timeout: Duration,
+}
+
+/// The signer's gRPC API.
+#[derive(Debug, Clone)]
+pub struct GrpcSigner {
+    client: SignerClient<Channel>,
+    url: String,
+}
+
+impl GrpcSigner {
+    /// A lazily connected client (errors here are configuration errors only).
+    pub fn connect(config: &SignerConfig) -> Result<Self, String> {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&config.ca)?))
+            .identity(Identity::from_pem(read(&config.cert)?, read(&config.key)?));
+        if let Some(name) = &config.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        let channel = Endpoint::from_shared(config.url.clone())
+            .map_err(|e| format!("signer URL {}: {e}", config.url))?
+            .tls_config(tls)
+            .map_err(|e| format!("signer TLS: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(config.timeout)
+            .connect_lazy();
+        Ok(Self {
+            client: SignerClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            url: config.url.clone(),
+        })
+    }
+}
+
+impl SignerSource for GrpcSigner {
+    fn latest_checkpoint(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            match client.latest_checkpoint(LatestCheckpointRequest {}).await {
+                Ok(r) => Ok(Some(r.into_inner().checkpoint)),
+                Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+                Err(s) => Err(format!("LatestCheckpoint: {s}")),
+            }
+        })
+    }
+
+    fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> BoxFuture<'_, Result<Vec<Hash>, String>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            let r = client
+                .consistency_proof(ConsistencyProofRequest { old_size, new_size })
+                .await
+                .map_err(|s| format!("ConsistencyProof({old_size} → {new_size}): {s}"))?;
+            r.into_inner()
+                .hashes
+                .into_iter()
+                .map(|h| {
+                    Hash::try_from(h.as_slice())
+                        .map_err(|_| format!("ConsistencyProof: a hash of {} bytes", h.len()))
+                })
+                .collect()
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+}
