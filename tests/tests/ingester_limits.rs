@@ -84,6 +84,11 @@ async fn allowlist_token_backpressure_timeout_and_metrics() {
     let cfg = h.emulator_config(400);
     assert_eq!(status_of(&cfg, &url, batch(3)).await.status, 401);
     let client = emulator::client(&cfg).unwrap();
+    let wrong = client
+        .post_with_headers(&url, batch(3).into(), &[("Authorization", "Bearer s3creT")])
+        .await
+        .unwrap();
+    assert_eq!(wrong.status, 401, "a wrong bearer token was accepted");
     let resp = client
         .post_with_headers(&url, batch(3).into(), &[("Authorization", "Bearer s3cret")])
         .await
@@ -136,7 +141,7 @@ async fn allowlist_token_backpressure_timeout_and_metrics() {
         "{body}"
     );
     assert!(
-        body.contains(r#"sealtrail_ingester_events_rejected_total{reason="unauthorized"} 1"#),
+        body.contains(r#"sealtrail_ingester_events_rejected_total{reason="unauthorized"} 2"#),
         "{body}"
     );
     assert_eq!(
