@@ -84,7 +84,12 @@ async fn real_events_into_object_lock_and_verified_from_the_bucket() {
     let trust = h.dir.path().join("trust.json");
     std::fs::write(&trust, h.trust.bundle().to_json()).unwrap();
     let out = std::process::Command::new(binary("sealtrail-verify"))
-        .args(["verify", "--store", "s3://audit-trail/cluster-1/", "--s3-path-style"])
+        .args([
+            "verify",
+            "--store",
+            "s3://audit-trail/cluster-1/",
+            "--s3-path-style",
+        ])
         .args(["--s3-endpoint", &moto.endpoint, "--s3-region", "us-east-1"])
         .args(["--late-after", "off", "--no-duplicate-check", "--json"])
         .arg("--trust")
@@ -94,7 +99,11 @@ async fn real_events_into_object_lock_and_verified_from_the_bucket() {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["events_verified"], 222);
     h.shutdown().await;
