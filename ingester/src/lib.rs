@@ -15,9 +15,11 @@ use std::sync::Arc;
 
 use sealtrail_store::ObjectStore;
 
+/// How the ingester dials the signer (shared with the verifier).
+pub use sealtrail_proto::client as signer_client;
+
 pub mod metrics;
 mod server;
-pub mod signer_client;
 mod webhook;
 
 /// Default limit of a webhook body. Batches of 400 large events exceed 10 MB.
@@ -140,7 +142,10 @@ pub async fn run(
             "max in-flight bytes must be at least the body limit".into(),
         ));
     }
-    let signer = signer_client::connect(&config.signer)?;
+    let signer =
+        signer_client::connect(&config.signer).map_err(|e| Error::Config(e.to_string()))?;
+    // Readiness asks the signer (a cheap read) rather than trusting the last Append alone.
+    let probe = signer.clone();
     let metrics = Arc::new(metrics::Metrics::default());
     let app = Arc::new(webhook::App {
         origin: config.origin,
@@ -169,21 +174,11 @@ pub async fn run(
         }
     };
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let stop = sealtrail_ops::Shutdown::new(shutdown);
     let http = config.metrics_listener.map(|l| {
-        let stop = stopped();
+        let (health, stop) = (metrics::health(metrics, probe), stop.wait());
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(metrics, l, stop).await {
+            if let Err(e) = sealtrail_ops::serve_health(health, l, stop).await {
                 tracing::error!(error = %e, "metrics listener failed");
             }
         })
@@ -193,7 +188,7 @@ pub async fn run(
         tls,
         Arc::new(config.allowed_clients),
         listener,
-        stopped(),
+        stop.wait(),
     )
     .await;
     if let Some(http) = http {

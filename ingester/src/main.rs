@@ -110,13 +110,8 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    sealtrail_ops::init_logging(cli.log_json);
     let (store, prefix): (Arc<dyn ObjectStore>, String) = match Location::parse(&cli.store)? {
         Location::Dir(dir) => (
             Arc::new(
@@ -188,18 +183,7 @@ async fn main() -> anyhow::Result<()> {
         bearer_token,
         metrics_listener,
     };
-    sealtrail_ingester::run(config, listener, shutdown_signal()).await?;
+    sealtrail_ingester::run(config, listener, sealtrail_ops::shutdown_signal()).await?;
     tracing::info!("ingester stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -1,20 +1,20 @@
-//! Prometheus metrics and `/healthz`, `/readyz` on a plain HTTP listener of their own.
+//! Prometheus metrics and readiness, served by `sealtrail-ops` on a plain HTTP listener of
+//! their own.
 //! `audit_last_event_timestamp` and `audit_storage_errors_total` carry the names the
 //! reference article's alert rules use, so such rules work unchanged.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use sealtrail_proto::v1::LatestCheckpointRequest;
+use sealtrail_proto::v1::signer_client::SignerClient;
+use tonic::transport::Channel;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -128,53 +128,40 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-
-    pub fn is_ready(&self) -> bool {
-        self.signer_ok.load(Ordering::Relaxed) && self.store_ok.load(Ordering::Relaxed)
-    }
 }
 
-/// Serves `/metrics`, `/healthz`, `/readyz` until `shutdown`.
-pub async fn serve(
-    metrics: Arc<Metrics>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// Time a readiness probe waits for the signer.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The health listener's view of the ingester: its metrics; ready when the signer answers a
+/// read now and the last segment write (if any) succeeded.
+pub fn health(metrics: Arc<Metrics>, signer: SignerClient<Channel>) -> sealtrail_ops::Health {
     let m = metrics.clone();
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = m.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
+    sealtrail_ops::Health {
+        metrics: Arc::new(move || m.encode()),
+        ready: Arc::new(move || {
+            let (metrics, mut signer) = (metrics.clone(), signer.clone());
+            Box::pin(async move {
+                let answer = tokio::time::timeout(
+                    PROBE_TIMEOUT,
+                    signer.latest_checkpoint(LatestCheckpointRequest {}),
+                )
+                .await;
+                let signer_ok = match answer {
+                    Ok(Ok(_)) => true,
+                    // An empty log is a reachable signer.
+                    Ok(Err(s)) => s.code() == tonic::Code::NotFound,
+                    Err(_) => false,
+                };
+                metrics.signer_ok.store(signer_ok, Ordering::Relaxed);
+                if !signer_ok {
+                    Some("the signer does not answer".to_string())
+                } else if !metrics.store_ok.load(Ordering::Relaxed) {
+                    Some("the last segment write failed".to_string())
+                } else {
+                    None
                 }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let m = metrics.clone();
-                async move {
-                    if m.is_ready() {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "the last signer call or store write failed",
-                        )
-                    }
-                }
-            }),
-        );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+            })
+        }),
+    }
 }

@@ -1,10 +1,11 @@
 //! The gRPC contract between Sealtrail's ingester, verifier and signer (`Signer` service),
 //! generated from `proto/sealtrail/v1/signer.proto` with tonic and prost.
 //!
-//! [`identity`] says how peers are named on these mutual-TLS links.
+//! [`identity`] says how peers are named on these mutual-TLS links, [`client`] how callers
+//! dial the signer.
 //!
 //! What it does not: no validation (sizes of hashes and batches are checked by the signer,
-//! against the limits it names), no transport set-up.
+//! against the limits it names), no server set-up.
 
 /// Version 1 of the contract (generated code).
 #[allow(clippy::all, missing_docs)]
@@ -12,6 +13,7 @@ pub mod v1 {
     tonic::include_proto!("sealtrail.v1");
 }
 
+pub mod client;
 pub mod identity;
 
 /// Size in bytes of every hash on this wire.

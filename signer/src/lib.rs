@@ -141,21 +141,11 @@ pub async fn run(
         .set(log.latest()?.map_or(0, |c| c.checkpoint.size) as i64);
 
     // One shutdown signal for both listeners.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let stop = sealtrail_ops::Shutdown::new(shutdown);
     let http = config.metrics_listener.map(|l| {
-        let (m, stop) = (metrics.clone(), stopped());
+        let (health, stop) = (metrics::health(metrics.clone()), stop.wait());
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(m, l, stop).await {
+            if let Err(e) = sealtrail_ops::serve_health(health, l, stop).await {
                 tracing::error!(error = %e, "metrics listener failed");
             }
         })
@@ -167,7 +157,7 @@ pub async fn run(
         metrics,
         &config.tls,
         listener,
-        stopped(),
+        stop.wait(),
     )
     .await;
     log.close().await;

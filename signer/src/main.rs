@@ -249,12 +249,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    sealtrail_ops::init_logging(false);
     match Cli::parse().command {
         Command::Serve {
             origin,
@@ -306,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 metrics_listener,
             };
-            sealtrail_signer::run(config, listener, shutdown_signal()).await?;
+            sealtrail_signer::run(config, listener, sealtrail_ops::shutdown_signal()).await?;
             tracing::info!("signer stopped");
         }
         Command::DevKeygen { out, algorithm } => {
@@ -349,16 +344,4 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down: draining in-flight requests");
 }

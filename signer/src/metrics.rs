@@ -1,13 +1,9 @@
-//! Prometheus metrics, `/healthz` and `/readyz` on a plain HTTP listener of their own
-//! (metrics carry no secrets; the gRPC port stays mTLS-only).
+//! Prometheus metrics and readiness, served by `sealtrail-ops` on a plain HTTP listener of
+//! their own (metrics carry no secrets; the gRPC port stays mTLS-only).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -121,47 +117,15 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz`, `/readyz` until `shutdown`.
-pub async fn serve(
-    metrics: Arc<Metrics>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// The health listener's view of the signer: its metrics, and ready unless it refuses to
+/// sign.
+pub fn health(metrics: Arc<Metrics>) -> sealtrail_ops::Health {
     let m = metrics.clone();
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = m.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let m = metrics.clone();
-                async move {
-                    if m.is_ready() {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "refusing to sign: see the logs",
-                        )
-                    }
-                }
-            }),
-        );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    sealtrail_ops::Health {
+        metrics: Arc::new(move || m.encode()),
+        ready: Arc::new(move || {
+            let ready = metrics.is_ready();
+            Box::pin(async move { (!ready).then(|| "refusing to sign: see the logs".to_string()) })
+        }),
+    }
 }

@@ -5,17 +5,11 @@
 //! checkpoint, can. The verifier asks for its latest checkpoint and for a consistency proof
 //! from the newest stored checkpoint to it.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use sealtrail_core::merkle::Hash;
 use sealtrail_proto::v1::signer_client::SignerClient;
 use sealtrail_proto::v1::{ConsistencyProofRequest, LatestCheckpointRequest};
 use sealtrail_store::BoxFuture;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-
-/// Largest signer answer accepted.
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+use tonic::transport::Channel;
 
 /// What the verifier needs from the signer. Implemented by [`GrpcSigner`]; tests may
 /// provide their own.
@@ -33,20 +27,7 @@ pub trait SignerSource: Send + Sync + std::fmt::Debug {
 }
 
 /// Where the signer is and the verifier's client identity.
-#[derive(Debug, Clone)]
-pub struct SignerConfig {
-    /// `https://host:port`.
-    pub url: String,
-    /// CA of the signer's server certificate (PEM).
-    pub ca: PathBuf,
-    /// The verifier's client certificate and key (PEM).
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// Name to expect in the signer's certificate, if not the URL's host.
-    pub server_name: Option<String>,
-    /// Deadline of one call.
-    pub timeout: Duration,
-}
+pub use sealtrail_proto::client::SignerClientConfig as SignerConfig;
 
 /// The signer's gRPC API.
 #[derive(Debug, Clone)]
@@ -58,24 +39,8 @@ pub struct GrpcSigner {
 impl GrpcSigner {
     /// A lazily connected client (errors here are configuration errors only).
     pub fn connect(config: &SignerConfig) -> Result<Self, String> {
-        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&config.ca)?))
-            .identity(Identity::from_pem(read(&config.cert)?, read(&config.key)?));
-        if let Some(name) = &config.server_name {
-            tls = tls.domain_name(name.clone());
-        }
-        let channel = Endpoint::from_shared(config.url.clone())
-            .map_err(|e| format!("signer URL {}: {e}", config.url))?
-            .tls_config(tls)
-            .map_err(|e| format!("signer TLS: {e}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(config.timeout)
-            .connect_lazy();
         Ok(Self {
-            client: SignerClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            client: sealtrail_proto::client::connect(config).map_err(|e| e.to_string())?,
             url: config.url.clone(),
         })
     }
