@@ -152,3 +152,54 @@ async fn allowlist_token_backpressure_timeout_and_metrics() {
     );
     h.shutdown().await;
 }
+
+/// Shutdown drains: a request whose body is still arriving when the ingester is told to
+/// stop is completed and answered; new connections are refused meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_requests() {
+    let mut h = Harness::start().await;
+    let addr = h.ingester_addr();
+    let body = batch(20);
+    let half = body.len() / 2;
+    let cfg = pki::client_config(
+        &h.pki.ca_cert,
+        &h.pki.apiserver_client_cert,
+        &h.pki.apiserver_client_key,
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = TlsConnector::from(Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/audit HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body[..half]).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let stopped = h.signal_ingester_stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "a stopping ingester still accepts connections"
+    );
+    tls.write_all(&body[half..]).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.tree_size().await, 20);
+    h.shutdown().await;
+}

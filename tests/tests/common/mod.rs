@@ -238,6 +238,16 @@ impl Harness {
         }
     }
 
+    /// Signals the ingester to shut down and returns at once; the handle ends when it has
+    /// drained its in-flight requests.
+    pub fn signal_ingester_stop(&mut self) -> JoinHandle<()> {
+        let mut s = self.ingester.take().expect("ingester running");
+        if let Some(stop) = s.stop.take() {
+            let _ = stop.send(());
+        }
+        s.task
+    }
+
     pub fn ingester_addr(&self) -> SocketAddr {
         self.ingester.as_ref().unwrap().addr
     }
