@@ -12,8 +12,9 @@
 //! incremental. Optional checks: duplicated (auditID, stage) pairs, late (backdated)
 //! events, and the S3 Object Lock of every segment ([`lock`]).
 //!
-//! What it does not (yet): proof bundles (`prove` / `check-bundle`), reconciliation with
-//! the apiserver's log file, witnesses.
+//! [`reconcile`] lists what the apiserver's log-file backend wrote that the trail lacks.
+//!
+//! What it does not (yet): proof bundles (`prove` / `check-bundle`), witnesses.
 
 use serde::Serialize;
 
@@ -21,6 +22,7 @@ mod audit;
 pub mod canonicalize;
 pub mod lock;
 pub mod metrics;
+pub mod reconcile;
 pub mod signer;
 pub mod state;
 

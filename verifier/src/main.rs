@@ -46,21 +46,8 @@ enum Command {
     /// Verify every stored event, proof, checkpoint signature and chain link.
     #[command(after_help = EXIT_CODES)]
     Verify {
-        /// The store: `s3://BUCKET[/PREFIX]` or a local directory.
-        #[arg(long)]
-        store: String,
-        /// Object key prefix of the log in a directory store, ending in '/', or empty.
-        #[arg(long, default_value = "")]
-        prefix: String,
-        /// S3 endpoint override (S3-compatible stores).
-        #[arg(long)]
-        s3_endpoint: Option<String>,
-        /// Path-style S3 addressing.
-        #[arg(long)]
-        s3_path_style: bool,
-        /// S3 region (else from the environment or profile).
-        #[arg(long, env = "AWS_REGION")]
-        s3_region: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The pinned trust bundle (JSON).
         #[arg(long)]
         trust: PathBuf,
@@ -109,6 +96,60 @@ enum Command {
     /// Print `<hex leaf hash> <canonical JSON>` for each event read from standard input
     /// (an EventList, or one JSON event per line).
     Canonicalize,
+    /// List the events the apiserver's log-file backend wrote that the trail does not hold
+    /// (what the webhook path dropped). Exit 0 when none is missing, 1 otherwise.
+    Reconcile {
+        /// The apiserver's audit log (`--audit-log-path`), JSON Lines.
+        #[arg(long)]
+        apiserver_log: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// The store: `s3://BUCKET[/PREFIX]` or a local directory.
+    #[arg(long)]
+    store: String,
+    /// Object key prefix of the log in a directory store, ending in '/', or empty.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// S3 endpoint override (S3-compatible stores).
+    #[arg(long)]
+    s3_endpoint: Option<String>,
+    /// Path-style S3 addressing.
+    #[arg(long)]
+    s3_path_style: bool,
+    /// S3 region (else from the environment or profile).
+    #[arg(long, env = "AWS_REGION")]
+    s3_region: Option<String>,
+}
+
+/// The store to read, its key prefix, and the S3 client if it is one.
+type OpenedStore = (Arc<dyn ObjectStore>, String, Option<Arc<S3Store>>);
+
+fn open_store(rt: &tokio::runtime::Runtime, args: StoreArgs) -> anyhow::Result<OpenedStore> {
+    Ok(match Location::parse(&args.store)? {
+        Location::Dir(dir) => {
+            if !dir.is_dir() {
+                anyhow::bail!("store {} is not a directory", dir.display());
+            }
+            (Arc::new(LocalDirStore::open(&dir)?), args.prefix, None)
+        }
+        Location::S3 { bucket, prefix } => {
+            // Reading needs no lock settings; the retention given is never used.
+            let mut cfg = S3Config::new(bucket, Duration::from_secs(1));
+            cfg.endpoint = args.s3_endpoint;
+            cfg.force_path_style = args.s3_path_style;
+            cfg.region = args.s3_region;
+            let s3 = Arc::new(rt.block_on(S3Store::connect(cfg))?);
+            (s3.clone(), prefix, Some(s3))
+        }
+    })
 }
 
 fn main() -> ExitCode {
@@ -125,10 +166,6 @@ fn real_main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Verify {
             store,
-            prefix,
-            s3_endpoint,
-            s3_path_style,
-            s3_region,
             trust,
             json,
             signer,
@@ -157,28 +194,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 progress: std::io::stderr().is_terminal(),
                 ..Options::default()
             };
-            let (store, prefix): (Arc<dyn ObjectStore>, String) = match Location::parse(&store)? {
-                Location::Dir(dir) => {
-                    if !dir.is_dir() {
-                        anyhow::bail!("store {} is not a directory", dir.display());
-                    }
-                    (Arc::new(LocalDirStore::open(&dir)?), prefix)
-                }
-                Location::S3 { bucket, prefix: p } => {
-                    // Reading needs no lock settings; the retention given is never used.
-                    let mut cfg = S3Config::new(bucket, std::time::Duration::from_secs(1));
-                    cfg.endpoint = s3_endpoint;
-                    cfg.force_path_style = s3_path_style;
-                    cfg.region = s3_region;
-                    let s3 = Arc::new(rt.block_on(S3Store::connect(cfg))?);
-                    options.object_lock = Some(ObjectLockPolicy {
-                        source: s3.clone(),
-                        min_retention: Duration::from_secs(min_retention_days * 86_400),
-                        require_compliance,
-                    });
-                    (s3, p)
-                }
-            };
+            let (store, prefix, s3) = open_store(&rt, store)?;
+            if let Some(s3) = s3 {
+                options.object_lock = Some(ObjectLockPolicy {
+                    source: s3,
+                    min_retention: Duration::from_secs(min_retention_days * 86_400),
+                    require_compliance,
+                });
+            }
             options.prefix = prefix;
             if let Some(url) = signer {
                 let (Some(ca), Some(cert), Some(key)) = (signer_ca, signer_cert, signer_key) else {
@@ -221,6 +244,33 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 print!("{}", report.summary());
             }
             Ok(if report.intact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Reconcile {
+            apiserver_log,
+            store,
+            json,
+        } => {
+            let log = std::fs::read(&apiserver_log)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", apiserver_log.display()))?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let (store, prefix, _) = open_store(&rt, store)?;
+            let report = rt.block_on(sealtrail_verifier::reconcile::reconcile(
+                store.as_ref(),
+                &prefix,
+                &log,
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.summary());
+            }
+            Ok(if report.missing.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
