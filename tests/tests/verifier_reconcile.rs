@@ -41,7 +41,10 @@ async fn dropped_events_are_listed() {
         .collect();
     assert!(want.len() >= 3, "the sample should make most drops visible");
 
-    let log: Vec<u8> = lines.iter().flat_map(|l| [l.as_slice(), b"\n"].concat()).collect();
+    let log: Vec<u8> = lines
+        .iter()
+        .flat_map(|l| [l.as_slice(), b"\n"].concat())
+        .collect();
     let report = sealtrail_verifier::reconcile::reconcile(&h.store(), "", &log)
         .await
         .unwrap();
@@ -61,7 +64,12 @@ async fn dropped_events_are_listed() {
         .arg(&h.store_dir)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["missing"].as_array().unwrap().len(), want.len());
     h.shutdown().await;
