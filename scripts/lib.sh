@@ -45,13 +45,13 @@ wait_port() {
   done
 }
 
-# SoftHSM2 for the PKCS#11 tests; exports SEALTRAIL_PKCS11_MODULE.
+# SoftHSM2 for the PKCS#11 tests; exports SEALTRAIL_TEST_PKCS11_MODULE.
 ensure_softhsm() {
   apt_install softhsm2 opensc
   local m
   for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
            /usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so; do
-    if [ -f "$m" ]; then export SEALTRAIL_PKCS11_MODULE="$m"; return 0; fi
+    if [ -f "$m" ]; then export SEALTRAIL_TEST_PKCS11_MODULE="$m"; return 0; fi
   done
   echo "libsofthsm2.so not found after installing softhsm2" >&2
   exit 2

@@ -80,22 +80,29 @@ pub fn encode(
     Value::Object(header).write_canonical(&mut out);
     out.push(b'\n');
     for (i, (event, proof)) in events.iter().zip(proofs).enumerate() {
-        out.extend_from_slice(b"{\"event\":");
-        out.extend_from_slice(&event.canonical);
-        out.extend_from_slice(b",\"index\":");
-        out.extend_from_slice((first_index + i as u64).to_string().as_bytes());
-        out.extend_from_slice(b",\"proof\":[");
-        for (j, h) in proof.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(hex::encode(h).as_bytes());
-            out.push(b'"');
-        }
-        out.extend_from_slice(b"]}\n");
+        write_record(&mut out, first_index + i as u64, &event.canonical, proof);
+        out.push(b'\n');
     }
     Ok(out)
+}
+
+/// An event line without its newline: the canonical JSON of
+/// `{"event":…,"index":…,"proof":[…]}` (members already in RFC 8785 order).
+fn write_record(out: &mut Vec<u8>, index: u64, canonical_event: &[u8], proof: &[Hash]) {
+    out.extend_from_slice(b"{\"event\":");
+    out.extend_from_slice(canonical_event);
+    out.extend_from_slice(b",\"index\":");
+    out.extend_from_slice(index.to_string().as_bytes());
+    out.extend_from_slice(b",\"proof\":[");
+    for (j, h) in proof.iter().enumerate() {
+        if j > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(hex::encode(h).as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"]}");
 }
 
 /// Reads a segment's header; [`records`] then reads its lines one by one, so that one bad
@@ -190,6 +197,13 @@ fn parse_record(line: &[u8]) -> Result<Record, Error> {
     let get = |k: &str| ev.get(k).and_then(Value::as_str).map(str::to_string);
     let (audit_id, stage, stage_timestamp) = (get("auditID"), get("stage"), get("stageTimestamp"));
     let canonical = event.to_canonical();
+    // One event, one stored form: a line rewritten into another spelling of the same JSON
+    // (member order, escapes, spaces) is refused, not silently accepted.
+    let mut expected = Vec::with_capacity(line.len());
+    write_record(&mut expected, index, &canonical, &proof);
+    if expected != line {
+        return Err(bad("line is not in its canonical form"));
+    }
     Ok(Record {
         index,
         proof,

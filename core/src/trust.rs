@@ -184,18 +184,21 @@ impl Trust {
         let mut found = Vec::new();
         for sig in &sc.signatures {
             found.push(sig.key_id);
-            let Some(k) = self
+            // A key may be listed more than once (with several validity ranges).
+            let entries: Vec<&ResolvedKey> = self
                 .keys
                 .iter()
-                .find(|k| k.id == sig.key_id && k.entry.name == sig.name)
-            else {
+                .filter(|k| k.id == sig.key_id && k.entry.name == sig.name)
+                .collect();
+            let Some(k) = entries.first() else {
                 continue;
             };
             if k.key.verify(sc.text(), &sig.signature).is_err() {
                 return SignatureVerdict::BadSignature { key_id: sig.key_id };
             }
-            let valid = size >= k.entry.valid_from_size
-                && k.entry.valid_to_size.is_none_or(|to| size <= to);
+            let valid = entries.iter().any(|k| {
+                size >= k.entry.valid_from_size && k.entry.valid_to_size.is_none_or(|to| size <= to)
+            });
             if valid {
                 in_range.push(k.id);
             } else {

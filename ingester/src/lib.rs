@@ -28,7 +28,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub const WEBHOOK_PATH: &str = "/v1/audit";
 /// Default bound on requests being handled at once; beyond it, 429.
 pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 64;
-/// Default bound on body bytes held at once; beyond it, 429 (memory stays bounded).
+/// Default bound on the memory requests may hold at once (bodies times
+/// `MEMORY_PER_BODY_BYTE`); beyond it, 429 (memory stays bounded).
 pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 512 * 1024 * 1024;
 /// Default time a client gets to send a whole body (the apiserver's own timeout is 30 s).
 pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -137,10 +138,12 @@ pub async fn run(
             return Err(Error::Config("prefix must end with '/'".into()));
         }
     }
-    if config.max_in_flight_bytes < config.max_body_bytes {
-        return Err(Error::Config(
-            "max in-flight bytes must be at least the body limit".into(),
-        ));
+    if config.max_in_flight_bytes < config.max_body_bytes * webhook::MEMORY_PER_BODY_BYTE {
+        return Err(Error::Config(format!(
+            "max in-flight bytes must be at least {} times the body limit (a request holds \
+             about that much memory per body byte)",
+            webhook::MEMORY_PER_BODY_BYTE
+        )));
     }
     let signer =
         signer_client::connect(&config.signer).map_err(|e| Error::Config(e.to_string()))?;

@@ -23,6 +23,10 @@ use crate::metrics::Metrics;
 
 use crate::{Error, WEBHOOK_PATH};
 
+/// Memory a request holds per body byte, at most: the body, its parsed tree, the canonical
+/// events and the segment (measured on the sample events: the parsed tree is the largest).
+pub const MEMORY_PER_BODY_BYTE: usize = 4;
+
 /// Seconds the apiserver is asked to wait before re-sending after a 503.
 const RETRY_AFTER_SECS: &str = "5";
 
@@ -159,14 +163,22 @@ async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Resp
         .clone()
         .try_acquire_owned()
         .map_err(|_| Error::Busy("too many requests in flight".into()))?;
-    // Reserve the body's size (the limit when it is not announced) before reading it.
+    // Reserve the memory the request will hold (the body, its parsed tree, the canonical
+    // events and the segment: MEMORY_PER_BODY_BYTE times the body) before reading it; the
+    // limit's size when no length is announced.
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(limit);
-    let kib = u32::try_from(announced.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-    let _bytes = app
+    let kib = u32::try_from(
+        announced
+            .saturating_mul(MEMORY_PER_BODY_BYTE)
+            .div_ceil(1024)
+            .max(1),
+    )
+    .unwrap_or(u32::MAX);
+    let bytes_permit = app
         .kib
         .clone()
         .try_acquire_many_owned(kib)
@@ -179,8 +191,11 @@ async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Resp
     .map_err(|_| Error::BodyTimeout(app.body_timeout))?
     .map_err(|_| Error::TooLarge { limit })?;
 
-    let parsed = tokio::task::spawn_blocking(move || {
-        parse_event_list(&bytes).map_err(|e| (e, audit_ids_lenient(&bytes)))
+    // The permit goes with the parse: if the client hangs up meanwhile, the memory stays
+    // accounted for until the parse is over; then it comes back for the rest of the request.
+    let (parsed, _bytes_permit) = tokio::task::spawn_blocking(move || {
+        let parsed = parse_event_list(&bytes).map_err(|e| (e, audit_ids_lenient(&bytes)));
+        (parsed, bytes_permit)
     })
     .await
     .map_err(|e| Error::Internal(format!("parse task: {e}")))?;
@@ -241,8 +256,11 @@ async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Resp
             .map(|h| <Hash>::try_from(h.as_slice()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| Error::BadSignerAnswer("proof hash of the wrong length".into()))?;
-        merkle::verify_inclusion(first + i as u64, cp.size, leaf, &proof, &cp.root)
-            .map_err(|e| Error::BadSignerAnswer(format!("leaf {}: {e}", first + i as u64)))?;
+        let index = first
+            .checked_add(i as u64)
+            .ok_or_else(|| Error::BadSignerAnswer("first index overflows".into()))?;
+        merkle::verify_inclusion(index, cp.size, leaf, &proof, &cp.root)
+            .map_err(|e| Error::BadSignerAnswer(format!("leaf {index}: {e}")))?;
         proofs.push(proof);
     }
 

@@ -7,9 +7,18 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sealtrail-signer");
 
+/// The signer binary with no key backend chosen through the environment.
+fn signer() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("SEALTRAIL_PKCS11_MODULE")
+        .env_remove("SEALTRAIL_KMS_KEY")
+        .env_remove("SEALTRAIL_DEV_KEY");
+    c
+}
+
 fn keygen(dir: &std::path::Path) -> std::path::PathBuf {
     let key = dir.join("dev.key");
-    let out = Command::new(BIN)
+    let out = signer()
         .args(["dev-keygen", "--algorithm", "ecdsa-p256", "--out"])
         .arg(&key)
         .output()
@@ -26,7 +35,7 @@ fn keygen(dir: &std::path::Path) -> std::path::PathBuf {
 fn dev_key_needs_the_insecure_flag() {
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path());
-    let out = Command::new(BIN)
+    let out = signer()
         .args(["export-trust", "--origin", "example.com/log", "--dev-key"])
         .arg(&key)
         .output()
@@ -35,7 +44,7 @@ fn dev_key_needs_the_insecure_flag() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--insecure-dev-key"), "{stderr}");
 
-    let out = Command::new(BIN)
+    let out = signer()
         .args([
             "export-trust",
             "--origin",
@@ -73,7 +82,7 @@ fn second_signer_on_the_same_state_dir_refuses() {
         .unwrap();
     lock.try_lock().unwrap();
     let start = Instant::now();
-    let out = Command::new(BIN)
+    let out = signer()
         .args([
             "serve",
             "--origin",
@@ -107,7 +116,7 @@ fn second_signer_on_the_same_state_dir_refuses() {
 /// the PIN only from a file, the key found by token and key label.
 #[test]
 fn pkcs11_keygen_and_export_trust() {
-    let module = std::env::var_os("SEALTRAIL_PKCS11_MODULE").map_or_else(
+    let module = std::env::var_os("SEALTRAIL_TEST_PKCS11_MODULE").map_or_else(
         || "/usr/lib/softhsm/libsofthsm2.so".into(),
         std::path::PathBuf::from,
     );
@@ -151,7 +160,7 @@ fn pkcs11_keygen_and_export_trust() {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
     let run = |args: &[&str]| {
-        Command::new(BIN)
+        signer()
             .env("SOFTHSM2_CONF", &conf)
             .env_remove("SEALTRAIL_PKCS11_PIN")
             .args(args)

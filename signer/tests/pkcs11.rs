@@ -7,7 +7,7 @@
 //! initialization and one token directory per test).
 //!
 //! Needs the Debian package `softhsm2` (scripts/test installs it and exports
-//! SEALTRAIL_PKCS11_MODULE); without it the tests fail, they never skip.
+//! SEALTRAIL_TEST_PKCS11_MODULE); without it the tests fail, they never skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -31,16 +31,16 @@ const CHILD: &str = "SEALTRAIL_SOFTHSM_TEST_CHILD";
 /// The child processes get the user PIN in this variable too (for `Pin::from_env`).
 const PIN_VAR: &str = "SEALTRAIL_TEST_PKCS11_PIN";
 
-/// The SoftHSM2 module: SEALTRAIL_PKCS11_MODULE, else the Debian path. Fails (never skips)
+/// The SoftHSM2 module: SEALTRAIL_TEST_PKCS11_MODULE, else the Debian path. Fails (never skips)
 /// when it is missing.
 fn module_path() -> PathBuf {
-    let path = std::env::var_os("SEALTRAIL_PKCS11_MODULE").map_or_else(
+    let path = std::env::var_os("SEALTRAIL_TEST_PKCS11_MODULE").map_or_else(
         || PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
         PathBuf::from,
     );
     assert!(
         path.is_file(),
-        "the SoftHSM2 PKCS#11 module is not at {} (SEALTRAIL_PKCS11_MODULE or the Debian \
+        "the SoftHSM2 PKCS#11 module is not at {} (SEALTRAIL_TEST_PKCS11_MODULE or the Debian \
          default): run scripts/test, which installs it, or `apt-get install softhsm2`",
         path.display()
     );
@@ -72,7 +72,7 @@ fn softhsm_child(name: &str) -> Option<PathBuf> {
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
         .env("SOFTHSM2_CONF", &conf)
-        .env("SEALTRAIL_PKCS11_MODULE", &module)
+        .env("SEALTRAIL_TEST_PKCS11_MODULE", &module)
         .env(PIN_VAR, format!("{USER_PIN}\n"))
         .output()
         .unwrap();

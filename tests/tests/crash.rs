@@ -33,7 +33,7 @@ async fn sigkill_at_random_moments_loses_nothing_answered() {
     let mut h = Harness::start().await;
     h.stop_signer().await; // replaced by a real process, killed for real
     let child = Arc::new(Mutex::new(spawn_signer(&h)));
-    wait_listening(h.signer_addr()).await;
+    wait_signer(&h).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let answers = Arc::new(Mutex::new(Vec::<Answer>::new()));
@@ -92,7 +92,7 @@ async fn sigkill_at_random_moments_loses_nothing_answered() {
         }
         answered_before_kill.push(answers.lock().unwrap().len());
         *child.lock().unwrap() = spawn_signer(&h);
-        wait_listening(h.signer_addr()).await;
+        wait_signer(&h).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);

@@ -204,6 +204,60 @@ async fn tampering_is_caught_and_located() {
     let r = h.verify_dir(&dir).await;
     assert_only(&r, FindingKind::BadSignature, &key(b3), None);
 
+    // An extra object overlapping two segments: forged lines at indexes the previous
+    // segment holds, followed by a genuine line copied from the next one.
+    let dir = case("overlap");
+    let hd = header_of(b1);
+    let f = hd.first_index;
+    let text = String::from_utf8(std::fs::read(&segs[b1]).unwrap()).unwrap();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let header = lines[0].replacen(
+        &format!("\"count\":{},\"first_index\":{f},", hd.count),
+        &format!("\"count\":3,\"first_index\":{},", f - 2),
+        1,
+    );
+    let forged = [
+        lines[1].replacen(
+            &format!("\"index\":{f},"),
+            &format!("\"index\":{},", f - 2),
+            1,
+        ),
+        lines[2].replacen(
+            &format!("\"index\":{},", f + 1),
+            &format!("\"index\":{},", f - 1),
+            1,
+        ),
+        lines[1].to_string(),
+    ];
+    let key = segment::object_key("", hd.checkpoint.checkpoint.time_ms, f - 2, 3);
+    let path = dir.join(&key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, [header, forged.concat()].concat()).unwrap();
+    let r = h.verify_dir(&dir).await;
+    assert!(
+        r.findings.iter().all(|f| matches!(
+            f.kind,
+            FindingKind::DuplicateSegment | FindingKind::LeafMismatch
+        )),
+        "{}",
+        r.summary()
+    );
+    let forged_at: Vec<u64> = r
+        .findings
+        .iter()
+        .filter(|x| {
+            x.kind == FindingKind::LeafMismatch && x.object.as_deref() == Some(key.as_str())
+        })
+        .filter_map(|x| x.index)
+        .collect();
+    assert_eq!(forged_at, vec![f - 2, f - 1], "{}", r.summary());
+    assert!(
+        r.findings
+            .iter()
+            .any(|x| x.kind == FindingKind::DuplicateSegment
+                && x.object.as_deref() == Some(key.as_str()))
+    );
+
     // Verification with another signer's trust bundle.
     let other_key = h.dir.path().join("other.key");
     let other = DevKeyFile::generate(&other_key, Algorithm::Ed25519).unwrap();
@@ -374,7 +428,7 @@ async fn sigkilled_signer_continues_the_same_log() {
     // Swap the in-process signer for a real process on the same address.
     h.stop_signer().await;
     let mut child = spawn_signer(&h);
-    wait_listening(h.signer_addr()).await;
+    wait_signer(&h).await;
 
     let lines = event_lines();
     replay(&h, &lines[..100], 400).await;
@@ -384,7 +438,7 @@ async fn sigkilled_signer_continues_the_same_log() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let mut child = spawn_signer(&h);
-    wait_listening(h.signer_addr()).await;
+    wait_signer(&h).await;
 
     let after_restart = h.latest_checkpoint().await.unwrap();
     assert_eq!(

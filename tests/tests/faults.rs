@@ -96,7 +96,7 @@ async fn signer_sigkilled_during_a_replay() {
     let mut h = Harness::start().await;
     h.stop_signer().await;
     let mut child = spawn_signer(&h);
-    wait_listening(h.signer_addr()).await;
+    wait_signer(&h).await;
 
     let replay = {
         let cfg = patient(&h, 20);

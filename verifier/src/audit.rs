@@ -214,6 +214,21 @@ pub async fn verify_store(
             );
             continue;
         };
+        if obj.size > segment::MAX_SEGMENT_LEN as u64 {
+            // Refused before reading: one huge object must not exhaust the verifier.
+            audit.find(
+                FindingKind::MalformedSegment,
+                Some(key_range),
+                Some(&obj.key),
+                None,
+                format!(
+                    "{} bytes, more than a segment may hold ({})",
+                    obj.size,
+                    segment::MAX_SEGMENT_LEN
+                ),
+            );
+            continue;
+        }
         audit.report.segments_read += 1;
         let head = store.get_prefix(&obj.key, HEADER_READ_LEN).await?;
         let header = match segment::parse_header(&head) {
@@ -230,6 +245,14 @@ pub async fn verify_store(
             }
         };
         let content_range = (header.first_index, header.first_index + header.count - 1);
+        // The whole key is determined by the content: the index range and the (signed)
+        // checkpoint time's hour partition.
+        let expected_key = segment::object_key(
+            &options.prefix,
+            header.checkpoint.checkpoint.time_ms,
+            header.first_index,
+            header.count,
+        );
         if content_range != key_range {
             audit.find(
                 FindingKind::KeyMismatch,
@@ -240,6 +263,14 @@ pub async fn verify_store(
                     "the key names indexes {}..={} but the segment holds {}..={} (moved or swapped object)",
                     key_range.0, key_range.1, content_range.0, content_range.1
                 ),
+            );
+        } else if expected_key != obj.key {
+            audit.find(
+                FindingKind::KeyMismatch,
+                Some(content_range),
+                Some(&obj.key),
+                Some(1),
+                format!("stored under the wrong time partition: its checkpoint puts it at {expected_key}"),
             );
         }
         // Copies of one checkpoint in several segments are checked one by one: a copy whose
@@ -430,6 +461,21 @@ pub async fn verify_store(
             tainted = true;
             next = first;
         }
+        if first < next {
+            // Part of it repeats indexes already stored: its lines there are still checked
+            // (a forged line must not hide behind the genuine one), but only once reported.
+            audit.find(
+                FindingKind::DuplicateSegment,
+                Some((first, next - 1)),
+                Some(&meta.key),
+                None,
+                format!(
+                    "overlaps indexes {first}..={} already held by {}",
+                    next - 1,
+                    prev_key.as_deref().unwrap_or("an earlier segment")
+                ),
+            );
+        }
         audit.report.segments += 1;
         let bytes = store.get(&meta.key).await?;
         let body = match segment::parse_header(&bytes) {
@@ -466,7 +512,7 @@ pub async fn verify_store(
                             e.to_string(),
                         );
                         tainted = true;
-                        expected += 1;
+                        expected = expected.saturating_add(1);
                     }
                     continue;
                 }
@@ -507,7 +553,29 @@ pub async fn verify_store(
             }
             expected = record.index + 1;
             if record.index < next {
-                // Overlap with an earlier segment: reported by the overlap, not twice.
+                // Overlap with an earlier segment (reported above): the line must still
+                // prove into its own checkpoint; it does not enter the tree twice.
+                if merkle::verify_inclusion(
+                    record.index,
+                    cp.size,
+                    &record.leaf_hash,
+                    &record.proof,
+                    &cp.root,
+                )
+                .is_err()
+                {
+                    audit.find(
+                        FindingKind::LeafMismatch,
+                        Some((record.index, record.index)),
+                        Some(&meta.key),
+                        Some(line),
+                        format!(
+                            "event (auditID {}) in an overlapping segment does not prove into its checkpoint of size {}",
+                            record.audit_id.as_deref().unwrap_or("?"),
+                            cp.size
+                        ),
+                    );
+                }
                 continue;
             }
             if let Err(e) = merkle::verify_inclusion(

@@ -435,6 +435,10 @@ pub fn binary(name: &str) -> PathBuf {
 /// The signer as a real process on the harness's signer address and state directory.
 pub fn spawn_signer(h: &Harness) -> std::process::Child {
     std::process::Command::new(binary("sealtrail-signer"))
+        // Backend choices from the environment would clash with the dev key given here.
+        .env_remove("SEALTRAIL_PKCS11_MODULE")
+        .env_remove("SEALTRAIL_KMS_KEY")
+        .env_remove("SEALTRAIL_DEV_KEY")
         .args([
             "serve",
             "--origin",
@@ -456,9 +460,32 @@ pub fn spawn_signer(h: &Harness) -> std::process::Child {
         .args(["--min-commit-interval-ms", "1"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(signer_log(h))
         .spawn()
         .unwrap()
+}
+
+/// The signer processes' standard error, appended to `signer.log` in the harness directory
+/// (shown by [`wait_signer`] when a signer does not come up).
+fn signer_log(h: &Harness) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(h.dir.path().join("signer.log"))
+        .unwrap()
+}
+
+/// [`wait_listening`] for the harness's signer, showing its log if it does not come up.
+pub async fn wait_signer(h: &Harness) {
+    let addr = h.signer_addr();
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let log = std::fs::read_to_string(h.dir.path().join("signer.log")).unwrap_or_default();
+    panic!("the signer did not come up on {addr}; its log:\n{log}");
 }
 
 /// Waits until something accepts connections on `addr`.
