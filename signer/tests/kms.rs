@@ -4,8 +4,8 @@
 //! without consuming an index.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sealtrail_tests::softhsm::openssl_verifies;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -146,25 +146,6 @@ async fn connect_by_id_arn_and_alias_and_sign() {
     let ok = vec![b'a'; 4096];
     let sig = kms.sign(&ok).await.unwrap();
     kms.public_key().verify(&ok, &sig).unwrap();
-}
-
-/// Verifies `sig` over `text` with the openssl CLI (recipe of tests/tests/openssl.rs).
-fn openssl_verifies(dir: &Path, text: &[u8], sig: &[u8], key: &PublicKey) -> bool {
-    let text_path = dir.join("text");
-    let sig_path = dir.join("sig.der");
-    let pem = dir.join("pub.pem");
-    std::fs::write(&text_path, text).unwrap();
-    std::fs::write(&sig_path, sig).unwrap();
-    std::fs::write(&pem, key.to_pem()).unwrap();
-    let out = Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(&pem)
-        .arg("-signature")
-        .arg(&sig_path)
-        .arg(&text_path)
-        .output()
-        .expect("openssl CLI (Debian package openssl)");
-    out.status.success()
 }
 
 #[tokio::test]

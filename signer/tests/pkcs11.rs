@@ -10,8 +10,10 @@
 //! SEALTRAIL_TEST_PKCS11_MODULE); without it the tests fail, they never skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use sealtrail_tests::softhsm::{
+    init_token, openssl_verifies_note as openssl_verifies, softhsm_child,
+};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,86 +23,14 @@ use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use sealtrail_core::checkpoint::{Checkpoint, NoteSignature, SignedCheckpoint};
-use sealtrail_core::keys::{Algorithm, PublicKey};
+use sealtrail_core::keys::Algorithm;
 use sealtrail_signer::pkcs11::{Pin, Pkcs11Config, Pkcs11Key, load_module};
 use sealtrail_signer::{Error, KeyBackend};
 
 const USER_PIN: &str = "pin-Sealtrail-2468";
 const SO_PIN: &str = "so-pin-Sealtrail-1357";
-const CHILD: &str = "SEALTRAIL_SOFTHSM_TEST_CHILD";
 /// The child processes get the user PIN in this variable too (for `Pin::from_env`).
 const PIN_VAR: &str = "SEALTRAIL_TEST_PKCS11_PIN";
-
-/// The SoftHSM2 module: SEALTRAIL_TEST_PKCS11_MODULE, else the Debian path. Fails (never skips)
-/// when it is missing.
-fn module_path() -> PathBuf {
-    let path = std::env::var_os("SEALTRAIL_TEST_PKCS11_MODULE").map_or_else(
-        || PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "the SoftHSM2 PKCS#11 module is not at {} (SEALTRAIL_TEST_PKCS11_MODULE or the Debian \
-         default): run scripts/test, which installs it, or `apt-get install softhsm2`",
-        path.display()
-    );
-    path
-}
-
-/// In the parent process: runs test `name` again in a child process whose SOFTHSM2_CONF
-/// points at a fresh token directory, asserts that it passed, and returns `None`. In that
-/// child: returns the module path, for the test body to run.
-fn softhsm_child(name: &str) -> Option<PathBuf> {
-    let module = module_path();
-    if std::env::var_os(CHILD).is_some() {
-        assert!(std::env::var_os("SOFTHSM2_CONF").is_some());
-        return Some(module);
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .env("SOFTHSM2_CONF", &conf)
-        .env("SEALTRAIL_TEST_PKCS11_MODULE", &module)
-        .env(PIN_VAR, format!("{USER_PIN}\n"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Shown with --nocapture (the signature rate of the timing test, for one).
-    println!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child test {name} failed:\n{stdout}\n{stderr}"
-    );
-    None
-}
-
-/// Initializes a token (in the child's SOFTHSM2_CONF directory) with the test PINs.
-fn init_token(label: &str) {
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", label])
-        .args(["--pin", USER_PIN, "--so-pin", SO_PIN])
-        .output()
-        .expect("softhsm2-util (Debian package softhsm2): run scripts/test");
-    assert!(
-        out.status.success(),
-        "softhsm2-util --init-token: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn config(module: &Path, token: &str, key: &str, pin: &str) -> Pkcs11Config {
     Pkcs11Config::new(module, token, key, Pin::new(pin).unwrap())
@@ -124,10 +54,13 @@ fn assert_low_s_der(sig: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keygen_open_sign_verify_and_pool() {
-    let Some(module) = softhsm_child("keygen_open_sign_verify_and_pool") else {
+    let Some(module) = softhsm_child(
+        "keygen_open_sign_verify_and_pool",
+        &[(PIN_VAR, &format!("{USER_PIN}\n"))],
+    ) else {
         return;
     };
-    init_token("sealtrail-keygen");
+    init_token("sealtrail-keygen", USER_PIN, SO_PIN);
     for alg in [Algorithm::EcdsaP256Sha256, Algorithm::Ed25519] {
         let label = format!("checkpoints-{alg}");
         let cfg = config(&module, "sealtrail-keygen", &label, USER_PIN);
@@ -178,10 +111,13 @@ async fn keygen_open_sign_verify_and_pool() {
 /// The private key cannot be read out of the token.
 #[test]
 fn private_key_is_sensitive_and_not_extractable() {
-    let Some(module) = softhsm_child("private_key_is_sensitive_and_not_extractable") else {
+    let Some(module) = softhsm_child(
+        "private_key_is_sensitive_and_not_extractable",
+        &[(PIN_VAR, &format!("{USER_PIN}\n"))],
+    ) else {
         return;
     };
-    init_token("sealtrail-attrs");
+    init_token("sealtrail-attrs", USER_PIN, SO_PIN);
     for alg in [Algorithm::EcdsaP256Sha256, Algorithm::Ed25519] {
         let label = format!("attrs-{alg}");
         Pkcs11Key::generate(&config(&module, "sealtrail-attrs", &label, USER_PIN), alg).unwrap();
@@ -272,12 +208,14 @@ fn private_key_is_sensitive_and_not_extractable() {
 
 #[test]
 fn configuration_errors_are_clear_and_never_show_the_pin() {
-    let Some(module) = softhsm_child("configuration_errors_are_clear_and_never_show_the_pin")
-    else {
+    let Some(module) = softhsm_child(
+        "configuration_errors_are_clear_and_never_show_the_pin",
+        &[(PIN_VAR, &format!("{USER_PIN}\n"))],
+    ) else {
         return;
     };
-    init_token("sealtrail-errors");
-    init_token("sealtrail-other");
+    init_token("sealtrail-errors", USER_PIN, SO_PIN);
+    init_token("sealtrail-other", USER_PIN, SO_PIN);
     Pkcs11Key::generate(
         &config(&module, "sealtrail-errors", "real-key", USER_PIN),
         Algorithm::EcdsaP256Sha256,
@@ -384,10 +322,13 @@ fn configuration_errors_are_clear_and_never_show_the_pin() {
 /// `openssl` verifies HSM signatures over checkpoint notes (docs/FORMAT.md §3.2 recipe).
 #[tokio::test]
 async fn openssl_verifies_hsm_signatures() {
-    let Some(module) = softhsm_child("openssl_verifies_hsm_signatures") else {
+    let Some(module) = softhsm_child(
+        "openssl_verifies_hsm_signatures",
+        &[(PIN_VAR, &format!("{USER_PIN}\n"))],
+    ) else {
         return;
     };
-    init_token("sealtrail-openssl");
+    init_token("sealtrail-openssl", USER_PIN, SO_PIN);
     let dir = tempfile::tempdir().unwrap();
     for alg in [Algorithm::EcdsaP256Sha256, Algorithm::Ed25519] {
         let label = format!("openssl-{alg}");
@@ -424,44 +365,17 @@ async fn openssl_verifies_hsm_signatures() {
     }
 }
 
-fn openssl_verifies(dir: &Path, note: &SignedCheckpoint, key: &PublicKey) -> bool {
-    let text = dir.join("text");
-    let sig = dir.join("sig");
-    let pem = dir.join("pub.pem");
-    std::fs::write(&text, note.text()).unwrap();
-    std::fs::write(&sig, &note.signatures[0].signature).unwrap();
-    std::fs::write(&pem, key.to_pem()).unwrap();
-    let mut cmd = Command::new("openssl");
-    match key.algorithm() {
-        Algorithm::EcdsaP256Sha256 => {
-            cmd.args(["dgst", "-sha256", "-verify"])
-                .arg(&pem)
-                .arg("-signature")
-                .arg(&sig)
-                .arg(&text);
-        }
-        Algorithm::Ed25519 => {
-            cmd.args(["pkeyutl", "-verify", "-pubin", "-inkey"])
-                .arg(&pem)
-                .arg("-rawin")
-                .arg("-in")
-                .arg(&text)
-                .arg("-sigfile")
-                .arg(&sig);
-        }
-    }
-    let out = cmd.output().expect("openssl CLI (Debian package openssl)");
-    out.status.success()
-}
-
 /// Sessions that lose their login (another session of the process logs out, as a token
 /// reset would) are replaced transparently: the next signatures still succeed.
 #[tokio::test]
 async fn lost_sessions_are_replaced() {
-    let Some(module) = softhsm_child("lost_sessions_are_replaced") else {
+    let Some(module) = softhsm_child(
+        "lost_sessions_are_replaced",
+        &[(PIN_VAR, &format!("{USER_PIN}\n"))],
+    ) else {
         return;
     };
-    init_token("sealtrail-recover");
+    init_token("sealtrail-recover", USER_PIN, SO_PIN);
     let cfg = config(&module, "sealtrail-recover", "k", USER_PIN);
     Pkcs11Key::generate(&cfg, Algorithm::EcdsaP256Sha256).unwrap();
     let key = Pkcs11Key::open(Pkcs11Config { sessions: 2, ..cfg }).unwrap();
@@ -491,10 +405,13 @@ async fn lost_sessions_are_replaced() {
 /// Informational: the rate of sequential ECDSA P-256 and Ed25519 signatures (no assertion).
 #[tokio::test]
 async fn sequential_signature_rate() {
-    let Some(module) = softhsm_child("sequential_signature_rate") else {
+    let Some(module) = softhsm_child(
+        "sequential_signature_rate",
+        &[(PIN_VAR, &format!("{USER_PIN}\n"))],
+    ) else {
         return;
     };
-    init_token("sealtrail-rate");
+    init_token("sealtrail-rate", USER_PIN, SO_PIN);
     for alg in [Algorithm::EcdsaP256Sha256, Algorithm::Ed25519] {
         let cfg = config(&module, "sealtrail-rate", &format!("rate-{alg}"), USER_PIN);
         Pkcs11Key::generate(&cfg, alg).unwrap();

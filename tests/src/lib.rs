@@ -10,6 +10,7 @@
 //!   `sealtrail-emulator`.
 //!
 //! - [`proxy`]: a switchable TCP forwarder, to make a real server unreachable for a while.
+//! - [`softhsm`]: SoftHSM2 tokens in per-test directories, and `openssl` signature checks.
 //!
 //! The end-to-end tests themselves live in `tests/tests/`.
 
@@ -17,3 +18,4 @@ pub mod emulator;
 pub mod moto;
 pub mod pki;
 pub mod proxy;
+pub mod softhsm;

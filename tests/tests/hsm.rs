@@ -12,8 +12,8 @@
 
 mod common;
 
+use sealtrail_tests::softhsm::{init_token, softhsm_child};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use common::{Harness, ORIGIN, event_lines, replay};
@@ -23,79 +23,10 @@ use sealtrail_signer::pkcs11::{Pin, Pkcs11Config, Pkcs11Key};
 
 const USER_PIN: &str = "pin-Sealtrail-2468";
 const SO_PIN: &str = "so-pin-Sealtrail-1357";
-const CHILD: &str = "SEALTRAIL_SOFTHSM_TEST_CHILD";
-
-/// The SoftHSM2 module: SEALTRAIL_TEST_PKCS11_MODULE, else the Debian path. Fails (never skips)
-/// when it is missing.
-fn module_path() -> PathBuf {
-    let path = std::env::var_os("SEALTRAIL_TEST_PKCS11_MODULE").map_or_else(
-        || PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "the SoftHSM2 PKCS#11 module is not at {} (SEALTRAIL_TEST_PKCS11_MODULE or the Debian \
-         default): run scripts/test, which installs it, or `apt-get install softhsm2`",
-        path.display()
-    );
-    path
-}
-
-/// In the parent process: runs test `name` again in a child process whose SOFTHSM2_CONF
-/// points at a fresh token directory, asserts that it passed, and returns `None`. In that
-/// child: returns the module path.
-fn softhsm_child(name: &str) -> Option<PathBuf> {
-    let module = module_path();
-    if std::env::var_os(CHILD).is_some() {
-        assert!(std::env::var_os("SOFTHSM2_CONF").is_some());
-        return Some(module);
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .env("SOFTHSM2_CONF", &conf)
-        .env("SEALTRAIL_TEST_PKCS11_MODULE", &module)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child test {name} failed:\n{stdout}\n{stderr}"
-    );
-    None
-}
-
-fn init_token(label: &str) {
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", label])
-        .args(["--pin", USER_PIN, "--so-pin", SO_PIN])
-        .output()
-        .expect("softhsm2-util (Debian package softhsm2): run scripts/test");
-    assert!(
-        out.status.success(),
-        "softhsm2-util --init-token: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn log_signed_in_the_token(module: PathBuf, algorithm: Algorithm) {
     let token = format!("sealtrail-e2e-{algorithm}");
-    init_token(&token);
+    init_token(&token, USER_PIN, SO_PIN);
     let config = || {
         Pkcs11Config::new(
             &module,
@@ -138,14 +69,14 @@ async fn log_signed_in_the_token(module: PathBuf, algorithm: Algorithm) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hsm_p256_signed_log_verifies_end_to_end() {
-    if let Some(module) = softhsm_child("hsm_p256_signed_log_verifies_end_to_end") {
+    if let Some(module) = softhsm_child("hsm_p256_signed_log_verifies_end_to_end", &[]) {
         log_signed_in_the_token(module, Algorithm::EcdsaP256Sha256).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hsm_ed25519_signed_log_verifies_end_to_end() {
-    if let Some(module) = softhsm_child("hsm_ed25519_signed_log_verifies_end_to_end") {
+    if let Some(module) = softhsm_child("hsm_ed25519_signed_log_verifies_end_to_end", &[]) {
         log_signed_in_the_token(module, Algorithm::Ed25519).await;
     }
 }

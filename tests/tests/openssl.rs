@@ -2,43 +2,12 @@
 //! following the recipe in docs/FORMAT.md §3.2.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sealtrail_tests::softhsm::openssl_verifies_note as openssl_verifies;
 use std::path::Path;
-use std::process::Command;
 
 use sealtrail_core::checkpoint::{Checkpoint, NoteSignature, SignedCheckpoint};
 use sealtrail_core::keys::{Algorithm, PublicKey};
 use sealtrail_signer::{DevKeyFile, KeyBackend};
-
-/// Verifies the first signature of `note` with openssl; returns whether openssl accepted.
-fn openssl_verifies(dir: &Path, note: &SignedCheckpoint, key: &PublicKey) -> bool {
-    let text = dir.join("text");
-    let sig = dir.join("sig");
-    let pem = dir.join("pub.pem");
-    std::fs::write(&text, note.text()).unwrap();
-    std::fs::write(&sig, &note.signatures[0].signature).unwrap();
-    std::fs::write(&pem, key.to_pem()).unwrap();
-    let mut cmd = Command::new("openssl");
-    match key.algorithm() {
-        Algorithm::EcdsaP256Sha256 => {
-            cmd.args(["dgst", "-sha256", "-verify"])
-                .arg(&pem)
-                .arg("-signature")
-                .arg(&sig)
-                .arg(&text);
-        }
-        Algorithm::Ed25519 => {
-            cmd.args(["pkeyutl", "-verify", "-pubin", "-inkey"])
-                .arg(&pem)
-                .arg("-rawin")
-                .arg("-in")
-                .arg(&text)
-                .arg("-sigfile")
-                .arg(&sig);
-        }
-    }
-    let out = cmd.output().expect("openssl CLI (Debian package openssl)");
-    out.status.success()
-}
 
 #[tokio::test]
 async fn checkpoint_signatures_verify_with_openssl() {
