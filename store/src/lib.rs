@@ -41,6 +41,10 @@ pub enum PutOutcome {
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// Changes whenever the object's content may have changed: the S3 ETag; for a local
+    /// file its inode and change time (ctime, which no user call can set back). A verifier
+    /// that remembers it re-reads an object whose fingerprint moved, even at the same size.
+    pub fingerprint: Option<String>,
 }
 
 /// Storage errors. `Unavailable` is transient (callers answer 503 and let the client

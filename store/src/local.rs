@@ -102,10 +102,17 @@ impl LocalDirStore {
                         stack.push(path);
                     }
                 } else if ft.is_file() && rel.starts_with(prefix) {
-                    let size = entry.metadata().map_err(|e| io_err(&path, e))?.len();
+                    use std::os::unix::fs::MetadataExt as _;
+                    let meta = entry.metadata().map_err(|e| io_err(&path, e))?;
                     out.push(ObjectInfo {
                         key: rel.to_string(),
-                        size,
+                        size: meta.len(),
+                        fingerprint: Some(format!(
+                            "{}:{}.{:09}",
+                            meta.ino(),
+                            meta.ctime(),
+                            meta.ctime_nsec()
+                        )),
                     });
                 }
             }

@@ -463,6 +463,7 @@ impl S3Store {
                 out.push(ObjectInfo {
                     key: key.to_string(),
                     size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    fingerprint: obj.e_tag().map(str::to_string),
                 });
             }
             match (page.is_truncated(), page.next_continuation_token()) {

@@ -60,6 +60,7 @@ const STATE_FILE: &str = "(state file)";
 struct SegmentMeta {
     key: String,
     size: u64,
+    fingerprint: Option<String>,
     header: SegmentHeader,
     checkpoint: Hash,
 }
@@ -160,9 +161,35 @@ pub async fn verify_store(
             let listed: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
             for obj in &objects {
                 match state.objects.get(&obj.key) {
-                    Some(rec) if rec.size == obj.size => {
+                    // Same size and fingerprint (or a record from before fingerprints):
+                    // unchanged since it was verified.
+                    Some(rec)
+                        if rec.size == obj.size
+                            && (rec.fingerprint.is_none() || rec.fingerprint == obj.fingerprint) =>
+                    {
                         kept.insert(obj.key.clone(), rec.clone());
                         audit.report.segments_skipped += 1;
+                    }
+                    // The fingerprint moved at the same size (a same-length edit, or a
+                    // restore or copy): the content decides.
+                    Some(rec) if rec.size == obj.size && rec.sha256.is_some() => {
+                        let bytes = store.get(&obj.key).await?;
+                        let digest = hex::encode(Sha256::digest(&bytes));
+                        if rec.sha256.as_deref() == Some(digest.as_str()) {
+                            let mut rec = rec.clone();
+                            rec.fingerprint = obj.fingerprint.clone();
+                            kept.insert(obj.key.clone(), rec);
+                            audit.report.segments_skipped += 1;
+                        } else {
+                            audit.find(
+                                FindingKind::ObjectChanged,
+                                Some((rec.first_index, rec.last_index)),
+                                Some(&obj.key),
+                                None,
+                                "same size as when an earlier run verified it, other content \
+                                 (SHA-256 differs)",
+                            );
+                        }
                     }
                     Some(rec) => audit.find(
                         FindingKind::ObjectChanged,
@@ -170,8 +197,11 @@ pub async fn verify_store(
                         Some(&obj.key),
                         None,
                         format!(
-                            "verified by an earlier run with {} bytes, now {} bytes",
-                            rec.size, obj.size
+                            "verified by an earlier run ({} bytes, fingerprint {}), now {} bytes, fingerprint {}",
+                            rec.size,
+                            rec.fingerprint.as_deref().unwrap_or("-"),
+                            obj.size,
+                            obj.fingerprint.as_deref().unwrap_or("-")
                         ),
                     ),
                     None => to_read.push(obj),
@@ -283,6 +313,7 @@ pub async fn verify_store(
         metas.push(SegmentMeta {
             key: obj.key.clone(),
             size: obj.size,
+            fingerprint: obj.fingerprint.clone(),
             header,
             checkpoint: hash,
         });
@@ -409,7 +440,7 @@ pub async fn verify_store(
     let mut next = base_size;
     let mut prev_key: Option<String> = None;
     let mut seen: HashSet<u128> = HashSet::new();
-    let mut read_ok: Vec<&SegmentMeta> = Vec::with_capacity(metas.len());
+    let mut read_ok: Vec<(&SegmentMeta, Hash)> = Vec::with_capacity(metas.len());
     for meta in &metas {
         progress.inc(1);
         progress.set_message(format!("{} events", audit.report.events));
@@ -478,6 +509,7 @@ pub async fn verify_store(
         }
         audit.report.segments += 1;
         let bytes = store.get(&meta.key).await?;
+        let content_sha256: Hash = Sha256::digest(&bytes).into();
         let body = match segment::parse_header(&bytes) {
             Ok((_, body)) => body,
             Err(e) => {
@@ -645,7 +677,7 @@ pub async fn verify_store(
         }
         next = next.max(end);
         prev_key = Some(meta.key.clone());
-        read_ok.push(meta);
+        read_ok.push((meta, content_sha256));
     }
     progress.finish_and_clear();
 
@@ -805,11 +837,13 @@ pub async fn verify_store(
         && frontier.root() == texts[h].cp.checkpoint.root
     {
         let mut objects = kept;
-        for meta in read_ok {
+        for (meta, content_sha256) in read_ok {
             objects.insert(
                 meta.key.clone(),
                 ObjectRecord {
                     size: meta.size,
+                    fingerprint: meta.fingerprint.clone(),
+                    sha256: Some(hex::encode(content_sha256)),
                     first_index: meta.header.first_index,
                     last_index: meta.header.first_index + meta.header.count - 1,
                 },

@@ -28,6 +28,13 @@ pub const STATE_FORMAT: &str = "sealtrail-verifier-state/v1";
 #[serde(deny_unknown_fields)]
 pub struct ObjectRecord {
     pub size: u64,
+    /// The store's fingerprint of the object when it was verified (S3 ETag; a local file's
+    /// inode and ctime); absent in states written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// SHA-256 of the object's bytes when verified (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     pub first_index: u64,
     pub last_index: u64,
 }
