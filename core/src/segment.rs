@@ -199,9 +199,7 @@ fn parse_record(line: &[u8]) -> Result<Record, Error> {
     let canonical = event.to_canonical();
     // One event, one stored form: a line rewritten into another spelling of the same JSON
     // (member order, escapes, spaces) is refused, not silently accepted.
-    let mut expected = Vec::with_capacity(line.len());
-    write_record(&mut expected, index, &canonical, &proof);
-    if expected != line {
+    if !is_record_line(line, index, &canonical, &proof) {
         return Err(bad("line is not in its canonical form"));
     }
     Ok(Record {
@@ -213,6 +211,52 @@ fn parse_record(line: &[u8]) -> Result<Record, Error> {
         stage,
         stage_timestamp,
     })
+}
+
+/// Whether `line` is exactly what [`write_record`] writes for these parts, compared in
+/// place (this runs once per stored event in the verifier: no allocation).
+fn is_record_line(line: &[u8], index: u64, canonical_event: &[u8], proof: &[Hash]) -> bool {
+    let mut digits = [0u8; 20];
+    let mut n = digits.len();
+    let mut v = index;
+    loop {
+        n -= 1;
+        digits[n] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let rest = line
+        .strip_prefix(&b"{\"event\":"[..])
+        .and_then(|r| r.strip_prefix(canonical_event))
+        .and_then(|r| r.strip_prefix(&b",\"index\":"[..]))
+        .and_then(|r| r.strip_prefix(&digits[n..]))
+        .and_then(|r| r.strip_prefix(&b",\"proof\":["[..]));
+    let Some(mut rest) = rest else {
+        return false;
+    };
+    let mut hex = [0u8; 64];
+    for (j, h) in proof.iter().enumerate() {
+        if j > 0 {
+            let Some(r) = rest.strip_prefix(b",") else {
+                return false;
+            };
+            rest = r;
+        }
+        if hex::encode_to_slice(h, &mut hex).is_err() {
+            return false;
+        }
+        let Some(r) = rest
+            .strip_prefix(b"\"")
+            .and_then(|r| r.strip_prefix(&hex[..]))
+            .and_then(|r| r.strip_prefix(b"\""))
+        else {
+            return false;
+        };
+        rest = r;
+    }
+    rest == b"]}"
 }
 
 fn expect_keys(obj: &Object, keys: &[&str]) -> Result<(), String> {
@@ -251,6 +295,25 @@ pub fn parse_object_key(prefix: &str, key: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_canonical_line_is_a_record() {
+        let proof = [[0xabu8; 32], [0x01u8; 32]];
+        let mut line = Vec::new();
+        write_record(&mut line, 1234, br#"{"a":1}"#, &proof);
+        line.push(b'\n');
+        let rec = parse_record(&line).unwrap();
+        assert_eq!((rec.index, rec.proof.len()), (1234, 2));
+        let text = String::from_utf8(line).unwrap();
+        for variant in [
+            text.replace(r#"{"a":1}"#, r#"{ "a":1}"#),
+            text.replace(",\"index\":1234", ",\"index\":01234"),
+            text.replace("abab", "ABAB"),
+            text.replace("]}", "] }"),
+        ] {
+            assert!(parse_record(variant.as_bytes()).is_err(), "{variant}");
+        }
+    }
 
     #[test]
     fn key_roundtrip() {

@@ -247,53 +247,42 @@ fn http_ok(addr: SocketAddr) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf == b"HTTP/"
 }
 
-/// An S3 client for moto: static test credentials, us-east-1, path-style addressing,
-/// endpoint override. Timeouts are short (moto is local) and retries are the SDK's
-/// standard ones.
-pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new(TEST_REGION))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            TEST_ACCESS_KEY,
-            TEST_SECRET_KEY,
-            None,
-            None,
-            "sealtrail-tests",
+/// What both moto clients share: static test credentials, us-east-1, the endpoint, short
+/// timeouts (moto is local) and the SDK's standard retries.
+fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(TEST_REGION))
+        .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(
+            aws_sdk_s3::config::Credentials::new(
+                TEST_ACCESS_KEY,
+                TEST_SECRET_KEY,
+                None,
+                None,
+                "sealtrail-tests",
+            ),
         ))
         .endpoint_url(endpoint)
-        .force_path_style(true)
         .timeout_config(
-            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            aws_config::timeout::TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
                 .operation_timeout(Duration::from_secs(30))
                 .build(),
         )
+        .build()
+}
+
+/// An S3 client for moto (path-style addressing).
+pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(&sdk_config(endpoint))
+        .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-/// A KMS client for moto, same pattern as [`s3_client`].
+/// A KMS client for moto.
 pub async fn kms_client(endpoint: &str) -> aws_sdk_kms::Client {
-    let conf = aws_sdk_kms::Config::builder()
-        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-        .region(aws_sdk_kms::config::Region::new(TEST_REGION))
-        .credentials_provider(aws_sdk_kms::config::Credentials::new(
-            TEST_ACCESS_KEY,
-            TEST_SECRET_KEY,
-            None,
-            None,
-            "sealtrail-tests",
-        ))
-        .endpoint_url(endpoint)
-        .timeout_config(
-            aws_sdk_kms::config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_timeout(Duration::from_secs(30))
-                .build(),
-        )
-        .build();
-    aws_sdk_kms::Client::from_conf(conf)
+    aws_sdk_kms::Client::new(&sdk_config(endpoint))
 }
 
 /// Creates `name` with Object Lock enabled (which also enables versioning) and, if

@@ -457,20 +457,19 @@ pub async fn verify_store(
                 audit.find(kind, Some((first, end - 1)), Some(&meta.key), None, detail);
             }
         }
+        // What holds the indexes before this segment, for the findings below.
+        let before = prev_key.as_deref().unwrap_or(if base_size > 0 {
+            "the segments verified by an earlier run"
+        } else {
+            "the start of the log"
+        });
         if end <= next {
             audit.find(
                 FindingKind::DuplicateSegment,
                 Some((first, end - 1)),
                 Some(&meta.key),
                 None,
-                format!(
-                    "indexes already held by {}",
-                    prev_key.as_deref().unwrap_or(if base_size > 0 {
-                        "segments verified by an earlier run"
-                    } else {
-                        "an earlier segment"
-                    })
-                ),
+                format!("indexes already held by {before}"),
             );
             continue;
         }
@@ -481,12 +480,7 @@ pub async fn verify_store(
                 Some(&meta.key),
                 None,
                 format!(
-                    "no stored segment holds these indexes (after {}, before this object)",
-                    prev_key.as_deref().unwrap_or(if base_size > 0 {
-                        "the segments verified by an earlier run"
-                    } else {
-                        "the start of the log"
-                    })
+                    "no stored segment holds these indexes (after {before}, before this object)"
                 ),
             );
             tainted = true;
@@ -501,9 +495,8 @@ pub async fn verify_store(
                 Some(&meta.key),
                 None,
                 format!(
-                    "overlaps indexes {first}..={} already held by {}",
-                    next - 1,
-                    prev_key.as_deref().unwrap_or("an earlier segment")
+                    "overlaps indexes {first}..={} already held by {before}",
+                    next - 1
                 ),
             );
         }
@@ -511,7 +504,27 @@ pub async fn verify_store(
         let bytes = store.get(&meta.key).await?;
         let content_sha256: Hash = Sha256::digest(&bytes).into();
         let body = match segment::parse_header(&bytes) {
-            Ok((_, body)) => body,
+            // The records are checked against the header read in pass 1: it must still be
+            // the object's header (an object replaced between the two reads is refused).
+            Ok((h, body))
+                if h.first_index == meta.header.first_index
+                    && h.count == meta.header.count
+                    && h.checkpoint == meta.header.checkpoint =>
+            {
+                body
+            }
+            Ok(_) => {
+                audit.find(
+                    FindingKind::ObjectChanged,
+                    Some((first, end - 1)),
+                    Some(&meta.key),
+                    Some(1),
+                    "the header changed while the verifier was reading the object",
+                );
+                tainted = true;
+                next = end;
+                continue;
+            }
             Err(e) => {
                 audit.find(
                     FindingKind::MalformedSegment,
