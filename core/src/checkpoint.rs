@@ -9,7 +9,16 @@
 //! <root hash, standard base64>\n
 //! time <signer's clock, Unix milliseconds, decimal>\n
 //! prev <SHA-256 of the previous checkpoint's note text, standard base64>\n   (absent on the first)
+//! key <DER SubjectPublicKeyInfo of the next signing key, standard base64>\n   (rotations only)
 //! ```
+//!
+//! # Key rotation
+//!
+//! A *rotation checkpoint* carries the `key` line. It has the size and root of the
+//! checkpoint before it (it adds no leaf), names it as `prev`, and is signed by both the
+//! key it retires and the key it names: the old key vouches for the new one, the new one
+//! proves it is held. From it on only the named key signs. Rotation checkpoints are also
+//! stored as objects of their own ([`object_key`]), since no segment carries them.
 //!
 //! The chain hash covers the previous note *text* (not its signature lines), so that adding
 //! a co-signature (key rotation) does not change a checkpoint's identity, and so that the
@@ -20,6 +29,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest as _, Sha256};
 
 use crate::Error;
+use crate::keys::PublicKey;
 use crate::merkle::Hash;
 
 /// Largest signed note accepted (text plus signature lines).
@@ -42,6 +52,20 @@ pub struct Checkpoint {
     pub time_ms: u64,
     /// [`text_hash`] of the previous checkpoint; `None` only for the first one.
     pub prev: Option<Hash>,
+    /// Only on a rotation checkpoint: the key that signs from here on (see the module docs).
+    pub new_key: Option<PublicKey>,
+}
+
+/// Where rotation checkpoints are stored, under the store's prefix.
+pub const CHECKPOINTS_PREFIX: &str = "checkpoints/";
+
+/// The object key of a stored checkpoint: `checkpoints/<size, 20 digits>-<text hash, hex>.note`.
+pub fn object_key(prefix: &str, sc: &SignedCheckpoint) -> String {
+    format!(
+        "{prefix}{CHECKPOINTS_PREFIX}{:020}-{}.note",
+        sc.checkpoint.size,
+        hex::encode(sc.hash())
+    )
 }
 
 /// SHA-256 of a note text: the identity of a checkpoint, and what `prev` holds.
@@ -72,6 +96,11 @@ impl Checkpoint {
             t.push_str(&B64.encode(prev));
             t.push('\n');
         }
+        if let Some(key) = &self.new_key {
+            t.push_str("key ");
+            t.push_str(&B64.encode(key.spki_der()));
+            t.push('\n');
+        }
         t.into_bytes()
     }
 
@@ -99,15 +128,25 @@ impl Checkpoint {
             .and_then(|l| l.strip_prefix("time "))
             .and_then(parse_decimal)
             .ok_or_else(|| bad("missing or invalid time line"))?;
-        let prev = match lines.next() {
-            None => None,
-            Some(l) => Some(
-                l.strip_prefix("prev ")
-                    .and_then(parse_hash)
-                    .ok_or_else(|| bad("invalid prev line"))?,
-            ),
-        };
-        if lines.next().is_some() {
+        let mut line = lines.next();
+        let mut prev = None;
+        if let Some(l) = line.and_then(|l| l.strip_prefix("prev ")) {
+            prev = Some(parse_hash(l).ok_or_else(|| bad("invalid prev line"))?);
+            line = lines.next();
+        }
+        let mut new_key = None;
+        if let Some(l) = line.and_then(|l| l.strip_prefix("key ")) {
+            if prev.is_none() {
+                return Err(bad("a key line without a prev line"));
+            }
+            let der = B64.decode(l).map_err(|_| bad("invalid key line"))?;
+            new_key = Some(
+                PublicKey::from_spki_der(&der)
+                    .map_err(|e| bad(&format!("invalid key line: {e}")))?,
+            );
+            line = lines.next();
+        }
+        if line.is_some() {
             return Err(bad("unexpected extension line"));
         }
         let cp = Self {
@@ -116,6 +155,7 @@ impl Checkpoint {
             root,
             time_ms,
             prev,
+            new_key,
         };
         // Refuse every alternative spelling (leading zeros, base64 variants): one checkpoint,
         // one text, one hash.
@@ -214,6 +254,20 @@ impl SignedCheckpoint {
         text_hash(&self.text)
     }
 
+    /// Whether this is a rotation checkpoint (it names a new key).
+    pub fn is_rotation(&self) -> bool {
+        self.checkpoint.new_key.is_some()
+    }
+
+    /// Whether `key` (under the note name `name`) signed this note: a signature line with
+    /// its name and key id that verifies.
+    pub fn signed_by(&self, name: &str, key: &PublicKey) -> bool {
+        let id = key.key_id(name);
+        self.signatures.iter().any(|s| {
+            s.name == name && s.key_id == id && key.verify(&self.text, &s.signature).is_ok()
+        })
+    }
+
     /// The signed note: text, a blank line, one `— name base64(keyid ‖ sig)` line each.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = self.text.clone();
@@ -242,6 +296,7 @@ mod tests {
             root: [3u8; 32],
             time_ms: 1_764_221_736_123,
             prev,
+            new_key: None,
         }
     }
 

@@ -262,6 +262,29 @@ pub fn root_from_inclusion_proof(
     leaf: &Hash,
     proof: &[Hash],
 ) -> Result<Hash, Error> {
+    match walk_inclusion(index, size, leaf, proof, |_, _| false)? {
+        Walk::Root(r) => Ok(r),
+        Walk::Stopped => Err(fail("inclusion walk stopped early".into())),
+    }
+}
+
+/// How [`walk_inclusion`] ended.
+enum Walk {
+    /// The proof was consumed: the root it implies.
+    Root(Hash),
+    /// `stop` asked to stop after some step.
+    Stopped,
+}
+
+/// RFC 9162 §2.1.3.2 steps 1-5 (first half). After step `t`, `stop(t, (f_n, s_n, r))` sees
+/// the loop's state and may end the walk.
+fn walk_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &Hash,
+    proof: &[Hash],
+    mut stop: impl FnMut(usize, (u64, u64, Hash)) -> bool,
+) -> Result<Walk, Error> {
     check_proof_len_limit(proof.len())?;
     if size == 0 {
         return Err(fail("the empty tree contains no leaves".into()));
@@ -283,7 +306,7 @@ pub fn root_from_inclusion_proof(
     let mut s_n = size - 1;
     let mut r = *leaf;
     // Step 4.
-    for p in proof {
+    for (t, p) in proof.iter().enumerate() {
         if s_n == 0 {
             return Err(fail("inclusion proof is too long".into()));
         }
@@ -300,12 +323,15 @@ pub fn root_from_inclusion_proof(
         }
         f_n >>= 1;
         s_n >>= 1;
+        if stop(t, (f_n, s_n, r)) {
+            return Ok(Walk::Stopped);
+        }
     }
     // Step 5 (first half).
     if s_n != 0 {
         return Err(fail("inclusion proof is too short".into()));
     }
-    Ok(r)
+    Ok(Walk::Root(r))
 }
 
 /// Verifies that `leaf` is the leaf hash at `index` in the tree of `size` leaves whose root
@@ -327,6 +353,62 @@ pub fn verify_inclusion(
         )));
     }
     Ok(())
+}
+
+/// Verifies many inclusion proofs into one tree, as [`verify_inclusion`] does, but reuses
+/// the upper part of the last path it verified: neighbouring leaves share all their
+/// ancestors but the lowest few, so a run of consecutive leaves costs about two node hashes
+/// each instead of `log2(size)`.
+///
+/// Why it is exact: the RFC 9162 loop's state after step `t` is `(f_n, s_n, r)`, and the
+/// steps after it depend only on that state and on the proof hashes after `t`. When a new
+/// path reaches, after step `t`, the very state the last verified path had after its step
+/// `t`, and its remaining proof hashes are byte-identical, the rest of its computation is the
+/// verified one: it ends at the root. Any difference falls back to the full computation.
+#[derive(Debug, Clone)]
+pub struct InclusionVerifier {
+    size: u64,
+    root: Hash,
+    /// `(f_n, s_n, r)` after each step of the last verified path.
+    steps: Vec<(u64, u64, Hash)>,
+    /// Its proof.
+    proof: Vec<Hash>,
+}
+
+impl InclusionVerifier {
+    /// A verifier for the tree of `size` leaves with root `root`.
+    pub fn new(size: u64, root: Hash) -> Self {
+        Self {
+            size,
+            root,
+            steps: Vec::new(),
+            proof: Vec::new(),
+        }
+    }
+
+    /// [`verify_inclusion`]`(index, self.size, leaf, proof, self.root)`, with the same errors.
+    pub fn verify(&mut self, index: u64, leaf: &Hash, proof: &[Hash]) -> Result<(), Error> {
+        let mut steps = Vec::with_capacity(proof.len());
+        let walk = walk_inclusion(index, self.size, leaf, proof, |t, state| {
+            if self.steps.get(t) == Some(&state) && self.proof[t + 1..] == proof[t + 1..] {
+                return true;
+            }
+            steps.push(state);
+            false
+        })?;
+        match walk {
+            Walk::Stopped => Ok(()),
+            Walk::Root(r) if r == self.root => {
+                self.steps = steps;
+                self.proof = proof.to_vec();
+                Ok(())
+            }
+            Walk::Root(_) => Err(fail(format!(
+                "inclusion proof for leaf {index} does not lead to the root of size {}",
+                self.size
+            ))),
+        }
+    }
 }
 
 /// Verifies that the tree of `old_size` leaves with root `old_root` is a prefix of the tree

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::checkpoint::SignedCheckpoint;
+use crate::checkpoint::{NoteSignature, SignedCheckpoint};
 use crate::keys::{Algorithm, PublicKey};
 
 /// The `format` value of version 1 bundles.
@@ -179,40 +179,375 @@ impl Trust {
             };
         }
         let size = sc.checkpoint.size;
-        let mut in_range = Vec::new();
-        let mut out_of_range = Vec::new();
-        let mut found = Vec::new();
-        for sig in &sc.signatures {
-            found.push(sig.key_id);
+        verdict(sc, |sig| {
             // A key may be listed more than once (with several validity ranges).
-            let entries: Vec<&ResolvedKey> = self
+            let mut entries = self
                 .keys
                 .iter()
                 .filter(|k| k.id == sig.key_id && k.entry.name == sig.name)
-                .collect();
-            let Some(k) = entries.first() else {
-                continue;
-            };
-            if k.key.verify(sc.text(), &sig.signature).is_err() {
-                return SignatureVerdict::BadSignature { key_id: sig.key_id };
-            }
-            let valid = entries.iter().any(|k| {
-                size >= k.entry.valid_from_size && k.entry.valid_to_size.is_none_or(|to| size <= to)
-            });
-            if valid {
-                in_range.push(k.id);
-            } else {
-                out_of_range.push(k.id);
-            }
+                .peekable();
+            let key = &entries.peek()?.key;
+            Some((key, entries.any(|k| k.valid_at(size))))
+        })
+    }
+}
+
+impl ResolvedKey {
+    fn valid_at(&self, size: u64) -> bool {
+        size >= self.entry.valid_from_size && self.entry.valid_to_size.is_none_or(|to| size <= to)
+    }
+}
+
+/// The verdict on a note's signature lines, given for each line the key that would check
+/// it and whether that key may sign at the note's size (`None`: not a known key, ignored).
+fn verdict<'a>(
+    sc: &SignedCheckpoint,
+    lookup: impl Fn(&NoteSignature) -> Option<(&'a PublicKey, bool)>,
+) -> SignatureVerdict {
+    let (mut in_range, mut out_of_range, mut found) = (Vec::new(), Vec::new(), Vec::new());
+    for sig in &sc.signatures {
+        found.push(sig.key_id);
+        let Some((key, valid)) = lookup(sig) else {
+            continue;
+        };
+        if key.verify(sc.text(), &sig.signature).is_err() {
+            return SignatureVerdict::BadSignature { key_id: sig.key_id };
         }
-        if !in_range.is_empty() {
-            SignatureVerdict::Trusted { key_ids: in_range }
-        } else if !out_of_range.is_empty() {
-            SignatureVerdict::KeyOutOfRange {
-                key_ids: out_of_range,
-            }
+        if valid {
+            in_range.push(sig.key_id);
         } else {
-            SignatureVerdict::Untrusted { key_ids: found }
+            out_of_range.push(sig.key_id);
         }
+    }
+    if !in_range.is_empty() {
+        SignatureVerdict::Trusted { key_ids: in_range }
+    } else if !out_of_range.is_empty() {
+        SignatureVerdict::KeyOutOfRange {
+            key_ids: out_of_range,
+        }
+    } else {
+        SignatureVerdict::Untrusted { key_ids: found }
+    }
+}
+
+/// A key that a verified rotation checkpoint introduced.
+#[derive(Debug, Clone)]
+struct LearnedKey {
+    id: u32,
+    key: PublicKey,
+    from_size: u64,
+}
+
+/// Why a rotation checkpoint was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationRefused {
+    /// The key the rotation names did not sign it (or its signature does not verify).
+    NotSignedByNewKey { new_key_id: u32 },
+    /// No key trusted at its size, other than the new key, signed it.
+    NotSignedByOldKey { new_key_id: u32 },
+}
+
+impl std::fmt::Display for RotationRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotSignedByNewKey { new_key_id } => write!(
+                f,
+                "rotation to key {new_key_id:08x} is not signed by that key"
+            ),
+            Self::NotSignedByOldKey { new_key_id } => write!(
+                f,
+                "rotation to key {new_key_id:08x} is not signed by the trusted key it replaces"
+            ),
+        }
+    }
+}
+
+/// The keys a verifier accepts as it walks a log's checkpoints oldest first: the trust
+/// bundle's, plus the keys introduced by cross-signed rotation checkpoints, minus the keys
+/// those rotations retired.
+///
+/// A rotation checkpoint of size `n` ([`crate::checkpoint`]) is accepted when it is signed
+/// both by the key it names and by another key trusted at size `n`. From then on the named
+/// key is trusted for sizes `n` and up, and every other key only up to size `n`. This is the
+/// only way besides the bundle for a key to become trusted; a refused rotation adds nothing.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    trust: Trust,
+    learned: Vec<LearnedKey>,
+    /// Key id → the largest size it may still sign (set by accepted rotations).
+    retired: Vec<(u32, u64)>,
+    /// Key id → size of the refused rotation that named it.
+    refused: Vec<(u32, u64)>,
+    rotations: Vec<SignedCheckpoint>,
+}
+
+impl Keyring {
+    pub fn new(trust: Trust) -> Self {
+        Self {
+            trust,
+            learned: Vec::new(),
+            retired: Vec::new(),
+            refused: Vec::new(),
+            rotations: Vec::new(),
+        }
+    }
+
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    /// The accepted rotation checkpoints, oldest first.
+    pub fn rotations(&self) -> &[SignedCheckpoint] {
+        &self.rotations
+    }
+
+    /// The size of the refused rotation that named `key_id`, if one did.
+    pub fn refused_rotation(&self, key_id: u32) -> Option<u64> {
+        self.refused
+            .iter()
+            .find(|(id, _)| *id == key_id)
+            .map(|(_, s)| *s)
+    }
+
+    /// The size after which a rotation retired `key_id`, if one did.
+    pub fn retired_after(&self, key_id: u32) -> Option<u64> {
+        self.retired
+            .iter()
+            .filter(|(id, _)| *id == key_id)
+            .map(|(_, s)| *s)
+            .min()
+    }
+
+    /// Checks a checkpoint's signatures against the bundle and the learned keys, as
+    /// [`Trust::verify`] does; a key retired by a rotation is out of range past it.
+    pub fn verify(&self, sc: &SignedCheckpoint) -> SignatureVerdict {
+        let origin = self.trust.origin();
+        if sc.checkpoint.origin != origin {
+            return SignatureVerdict::WrongOrigin {
+                origin: sc.checkpoint.origin.clone(),
+            };
+        }
+        let size = sc.checkpoint.size;
+        verdict(sc, |sig| {
+            if sig.name != origin {
+                return None;
+            }
+            let mut bundle = self
+                .trust
+                .keys
+                .iter()
+                .filter(|k| k.id == sig.key_id && k.entry.name == sig.name)
+                .peekable();
+            let mut learned = self
+                .learned
+                .iter()
+                .filter(|k| k.id == sig.key_id)
+                .peekable();
+            let key = match (bundle.peek(), learned.peek()) {
+                (Some(k), _) => &k.key,
+                (None, Some(k)) => &k.key,
+                (None, None) => return None,
+            };
+            let valid = (bundle.any(|k| k.valid_at(size)) || learned.any(|k| size >= k.from_size))
+                && self.retired_after(sig.key_id).is_none_or(|n| size <= n);
+            Some((key, valid))
+        })
+    }
+
+    /// Takes a rotation checkpoint (one that [`Keyring::verify`] did not reject, checked
+    /// in chain order): accepts the key it names if both keys signed it. A checkpoint that
+    /// is not a rotation is accepted with no change.
+    pub fn rotate(&mut self, sc: &SignedCheckpoint) -> Result<(), RotationRefused> {
+        let Some(new_key) = &sc.checkpoint.new_key else {
+            return Ok(());
+        };
+        // Seen before (a store read again after a state saved it): nothing new.
+        if self.rotations.iter().any(|r| r.text() == sc.text()) {
+            return Ok(());
+        }
+        let origin = self.trust.origin().to_string();
+        let new_id = new_key.key_id(&origin);
+        let size = sc.checkpoint.size;
+        if !sc.signed_by(&origin, new_key) {
+            self.refused.push((new_id, size));
+            return Err(RotationRefused::NotSignedByNewKey { new_key_id: new_id });
+        }
+        let old_ok = match self.verify(sc) {
+            SignatureVerdict::Trusted { key_ids } => key_ids.iter().any(|id| *id != new_id),
+            _ => false,
+        };
+        if !old_ok {
+            self.refused.push((new_id, size));
+            return Err(RotationRefused::NotSignedByOldKey { new_key_id: new_id });
+        }
+        let others: Vec<u32> = self
+            .trust
+            .keys
+            .iter()
+            .map(|k| k.id)
+            .chain(self.learned.iter().map(|k| k.id))
+            .filter(|id| *id != new_id)
+            .collect();
+        for id in others {
+            if self.retired_after(id).is_none_or(|n| n > size) {
+                self.retired.push((id, size));
+            }
+        }
+        self.retired.retain(|(id, _)| *id != new_id);
+        self.refused.retain(|(id, _)| *id != new_id);
+        self.learned.push(LearnedKey {
+            id: new_id,
+            key: new_key.clone(),
+            from_size: size,
+        });
+        self.rotations.push(sc.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{Checkpoint, NoteSignature};
+    use ed25519_dalek::Signer as _;
+
+    const ORIGIN: &str = "sealtrail.example/rotation";
+
+    struct Key(ed25519_dalek::SigningKey);
+
+    impl Key {
+        fn new(seed: u8) -> Self {
+            Self(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
+        }
+        fn public(&self) -> PublicKey {
+            PublicKey::from_ed25519_bytes(self.0.verifying_key().as_bytes()).unwrap()
+        }
+        fn id(&self) -> u32 {
+            self.public().key_id(ORIGIN)
+        }
+        fn sign(&self, cp: &Checkpoint) -> NoteSignature {
+            NoteSignature {
+                name: ORIGIN.into(),
+                key_id: self.id(),
+                signature: self.0.sign(&cp.to_text()).to_bytes().to_vec(),
+            }
+        }
+    }
+
+    fn cp(size: u64, time_ms: u64, new_key: Option<PublicKey>) -> Checkpoint {
+        Checkpoint {
+            origin: ORIGIN.into(),
+            size,
+            root: [size as u8; 32],
+            time_ms,
+            prev: Some([0; 32]),
+            new_key,
+        }
+    }
+
+    fn signed(cp: Checkpoint, by: &[&Key]) -> SignedCheckpoint {
+        let sigs = by.iter().map(|k| k.sign(&cp)).collect();
+        SignedCheckpoint::new(cp, sigs).unwrap()
+    }
+
+    fn ring(keys: Vec<TrustedKey>) -> Keyring {
+        Keyring::new(Trust::from_bundle(TrustBundle::new(ORIGIN, keys)).unwrap())
+    }
+
+    #[test]
+    fn cross_signed_rotation_moves_trust() {
+        let (a, b) = (Key::new(1), Key::new(2));
+        let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
+        let before = signed(cp(5, 1, None), &[&a]);
+        assert!(matches!(
+            ring.verify(&before),
+            SignatureVerdict::Trusted { .. }
+        ));
+        let rotation = signed(cp(5, 2, Some(b.public())), &[&a, &b]);
+        assert!(matches!(
+            ring.verify(&rotation),
+            SignatureVerdict::Trusted { .. }
+        ));
+        ring.rotate(&rotation).unwrap();
+        assert_eq!(ring.rotations().len(), 1);
+        let after = signed(cp(8, 3, None), &[&b]);
+        assert_eq!(
+            ring.verify(&after),
+            SignatureVerdict::Trusted {
+                key_ids: vec![b.id()]
+            }
+        );
+        // The retired key may not sign past the rotation.
+        let stale = signed(cp(9, 4, None), &[&a]);
+        assert_eq!(
+            ring.verify(&stale),
+            SignatureVerdict::KeyOutOfRange {
+                key_ids: vec![a.id()]
+            }
+        );
+        assert_eq!(ring.retired_after(a.id()), Some(5));
+    }
+
+    #[test]
+    fn rotation_signed_by_one_key_is_refused() {
+        let (a, b) = (Key::new(1), Key::new(2));
+        for (by, want) in [
+            (
+                vec![&a],
+                RotationRefused::NotSignedByNewKey { new_key_id: b.id() },
+            ),
+            (
+                vec![&b],
+                RotationRefused::NotSignedByOldKey { new_key_id: b.id() },
+            ),
+        ] {
+            let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
+            let rotation = signed(cp(5, 2, Some(b.public())), &by);
+            assert_eq!(ring.rotate(&rotation), Err(want));
+            assert_eq!(ring.refused_rotation(b.id()), Some(5));
+            let after = signed(cp(8, 3, None), &[&b]);
+            assert!(matches!(
+                ring.verify(&after),
+                SignatureVerdict::Untrusted { .. }
+            ));
+            // The old key goes on being trusted: nothing changed.
+            assert!(matches!(
+                ring.verify(&signed(cp(8, 3, None), &[&a])),
+                SignatureVerdict::Trusted { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_bundle_listing_the_new_key_needs_no_rotation() {
+        let (a, b) = (Key::new(1), Key::new(2));
+        let mut old = TrustedKey::new(ORIGIN, &a.public(), 0);
+        old.valid_to_size = Some(5);
+        let ring = ring(vec![old, TrustedKey::new(ORIGIN, &b.public(), 5)]);
+        assert!(matches!(
+            ring.verify(&signed(cp(8, 3, None), &[&b])),
+            SignatureVerdict::Trusted { .. }
+        ));
+        assert!(matches!(
+            ring.verify(&signed(cp(8, 3, None), &[&a])),
+            SignatureVerdict::KeyOutOfRange { .. }
+        ));
+    }
+
+    #[test]
+    fn rotation_text_roundtrips() {
+        let (a, b) = (Key::new(1), Key::new(2));
+        let rotation = signed(cp(5, 2, Some(b.public())), &[&a, &b]);
+        let text = String::from_utf8(rotation.text().to_vec()).unwrap();
+        assert!(text.ends_with(&format!("key {}\n", B64.encode(b.public().spki_der()))));
+        let back = SignedCheckpoint::parse(&rotation.to_bytes()).unwrap();
+        assert_eq!(back, rotation);
+        assert!(back.is_rotation());
+        // A key line needs a prev line, and must hold a key.
+        let mut first = cp(5, 2, Some(b.public()));
+        first.prev = None;
+        assert!(Checkpoint::from_text(&first.to_text()).is_err());
+        let garbled = text.replace("key MC", "key MD");
+        assert!(Checkpoint::from_text(garbled.as_bytes()).is_err());
     }
 }

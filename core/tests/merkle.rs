@@ -922,6 +922,59 @@ fn inclusion_every_index_and_size() {
     assert!(negatives > 10_000, "{negatives}");
 }
 
+/// The path-reusing verifier agrees with `verify_inclusion` on every proof of every tree up
+/// to 160 leaves, in order and in random order, and on tampered proofs, leaves and indexes
+/// checked right after the genuine neighbouring paths (when its cache is warm).
+#[test]
+fn inclusion_verifier_agrees_with_verify_inclusion() {
+    const M: u64 = 160;
+    let (log, naive) = log_of(M, "cached");
+    let mut rng = Rng(7);
+    let mut shortcuts_tested = 0u64;
+    for size in 1..=M {
+        let root = log.root_at(size).unwrap();
+        let mut v = merkle::InclusionVerifier::new(size, root);
+        let mut order: Vec<u64> = (0..size).collect();
+        if size % 2 == 0 {
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+        }
+        for &index in &order {
+            let leaf = naive.leaf(index);
+            let proof = log.inclusion_proof(index, size).unwrap();
+            v.verify(index, &leaf, &proof).unwrap();
+            // Tampered right after a genuine neighbour: must still fail, as uncached.
+            let mut cases: Vec<(u64, Hash, Vec<Hash>)> = Vec::new();
+            for j in 0..proof.len() {
+                cases.push((index, leaf, flip_bit(&proof, j, rng.below(256))));
+            }
+            let mut bad_leaf = leaf;
+            bad_leaf[rng.below(32) as usize] ^= 1 << rng.below(8);
+            cases.push((index, bad_leaf, proof.clone()));
+            if index + 1 < size {
+                // Our proof under the neighbour's index, and the neighbour's leaf with ours.
+                cases.push((index + 1, leaf, proof.clone()));
+                cases.push((index, naive.leaf(index + 1), proof.clone()));
+            }
+            if let Some(last) = proof.len().checked_sub(1) {
+                cases.push((index, leaf, proof[..last].to_vec()));
+            }
+            for (i, l, p) in cases {
+                let uncached = verify_inclusion(i, size, &l, &p, &root).is_ok();
+                let mut warm = v.clone();
+                assert_eq!(warm.verify(i, &l, &p).is_ok(), uncached, "{i}/{size}");
+                shortcuts_tested += 1;
+            }
+        }
+    }
+    // A verifier for another root accepts nothing.
+    let mut other = merkle::InclusionVerifier::new(9, log.root_at(8).unwrap());
+    let proof = log.inclusion_proof(3, 9).unwrap();
+    assert!(other.verify(3, &naive.leaf(3), &proof).is_err());
+    assert!(shortcuts_tested > 50_000, "{shortcuts_tested}");
+}
+
 #[test]
 fn consistency_every_pair() {
     let (log, naive) = log_of(N, "consistency");

@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 
 use ed25519_dalek::Signer as _;
-use sealtrail_core::checkpoint::{Checkpoint, NoteSignature, SignedCheckpoint, text_hash};
+use sealtrail_core::checkpoint::{self, Checkpoint, NoteSignature, SignedCheckpoint, text_hash};
 use sealtrail_core::event::parse_event_list;
 use sealtrail_core::keys::PublicKey;
 use sealtrail_core::merkle::{self, MemoryLog};
 use sealtrail_core::segment;
-use sealtrail_core::trust::{SignatureVerdict, Trust, TrustBundle, TrustedKey};
+use sealtrail_core::trust::{Keyring, SignatureVerdict, Trust, TrustBundle, TrustedKey};
 
 const ORIGIN: &str = "sealtrail.example/vectors";
 /// The checkpoint time of the examples: 2025-11-27T05:35:36.123Z.
@@ -32,6 +32,21 @@ fn check(name: &str, got: &[u8]) {
         String::from_utf8_lossy(&want),
         "{name} differs from its vector file"
     );
+}
+
+/// An example signing key from its seed file (public seeds: never use them for anything).
+fn example_key(seed_file: &str) -> (ed25519_dalek::SigningKey, PublicKey) {
+    let seed: [u8; 32] = hex::decode(
+        std::fs::read_to_string(dir().join(seed_file))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap()
+    .try_into()
+    .unwrap();
+    let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let public = PublicKey::from_ed25519_bytes(sk.verifying_key().as_bytes()).unwrap();
+    (sk, public)
 }
 
 #[test]
@@ -69,16 +84,7 @@ fn worked_examples() {
     check("tree.txt", tree.as_bytes());
 
     // The example key: an Ed25519 key whose seed is public (never use it for anything).
-    let seed: [u8; 32] = hex::decode(
-        std::fs::read_to_string(dir().join("ed25519-seed.hex"))
-            .unwrap()
-            .trim(),
-    )
-    .unwrap()
-    .try_into()
-    .unwrap();
-    let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let public = PublicKey::from_ed25519_bytes(sk.verifying_key().as_bytes()).unwrap();
+    let (sk, public) = example_key("ed25519-seed.hex");
     let key_id = public.key_id(ORIGIN);
 
     let first = Checkpoint {
@@ -87,6 +93,7 @@ fn worked_examples() {
         root,
         time_ms: TIME_MS,
         prev: None,
+        new_key: None,
     };
     let text = first.to_text();
     let sig = sk.sign(&text).to_bytes().to_vec();
@@ -119,6 +126,53 @@ fn worked_examples() {
         "segment-key.txt",
         format!("{}\n", segment::object_key("", TIME_MS, 0, size)).as_bytes(),
     );
+
+    // A rotation to the second example key: same tree, signed by both keys.
+    let (sk2, public2) = example_key("ed25519-seed-2.hex");
+    let rotation = Checkpoint {
+        origin: ORIGIN.into(),
+        size,
+        root,
+        time_ms: TIME_MS + 1000,
+        prev: Some(signed.hash()),
+        new_key: Some(public2.clone()),
+    };
+    let rtext = rotation.to_text();
+    let rotation = SignedCheckpoint::new(
+        rotation,
+        vec![
+            NoteSignature {
+                name: ORIGIN.into(),
+                key_id,
+                signature: sk.sign(&rtext).to_bytes().to_vec(),
+            },
+            NoteSignature {
+                name: ORIGIN.into(),
+                key_id: public2.key_id(ORIGIN),
+                signature: sk2.sign(&rtext).to_bytes().to_vec(),
+            },
+        ],
+    )
+    .unwrap();
+    check("rotation.note", &rotation.to_bytes());
+    check(
+        "rotation-key.txt",
+        format!("{}\n", checkpoint::object_key("", &rotation)).as_bytes(),
+    );
+    let mut ring = Keyring::new(trust.clone());
+    assert!(matches!(
+        ring.verify(&signed),
+        SignatureVerdict::Trusted { .. }
+    ));
+    assert!(matches!(
+        ring.verify(&rotation),
+        SignatureVerdict::Trusted { .. }
+    ));
+    ring.rotate(&rotation).unwrap();
+    let mut old = TrustedKey::new(ORIGIN, &public, 0);
+    old.valid_to_size = Some(size);
+    let rotated = TrustBundle::new(ORIGIN, vec![old, TrustedKey::new(ORIGIN, &public2, size)]);
+    check("trust-rotated.json", &rotated.to_json());
 
     // Reading the segment back gives the same leaves, each proving into the checkpoint.
     let (header, body) = segment::parse_header(&seg).unwrap();

@@ -29,6 +29,7 @@ pub mod kms;
 pub mod log;
 pub mod metrics;
 pub mod pkcs11;
+pub mod rotation;
 pub mod service;
 pub mod state;
 

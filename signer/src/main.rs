@@ -6,14 +6,17 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use sealtrail_core::checkpoint;
 use sealtrail_core::keys::Algorithm;
 use sealtrail_core::trust::{TrustBundle, TrustedKey};
 use sealtrail_signer::authz::Identities;
 use sealtrail_signer::kms::{KmsConfig, KmsKey};
 use sealtrail_signer::pkcs11::{Pin, Pkcs11Config, Pkcs11Key};
+use sealtrail_signer::rotation;
+use sealtrail_signer::state::State;
 use sealtrail_signer::{CommitConfig, Config, DevKeyFile, Fence, KeyBackend, TlsFiles};
 use sealtrail_store::s3::{LockMode, S3Config, S3Store};
-use sealtrail_store::{LocalDirStore, Location};
+use sealtrail_store::{LocalDirStore, Location, ObjectStore};
 
 #[derive(Parser)]
 #[command(
@@ -41,7 +44,7 @@ impl From<AlgArg> for Algorithm {
     }
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct KeyArgs {
     /// AWS KMS key (id, ARN or alias/NAME), ECC_NIST_P256 SIGN_VERIFY. Credentials from the
     /// default chain (environment, profile, IRSA web identity).
@@ -118,6 +121,116 @@ impl KeyArgs {
     }
 }
 
+impl KeyArgs {
+    /// The key a `rotate --to` reference names (`kms:<key id, ARN or alias>`,
+    /// `pkcs11:<key label>` in the same token, `dev:<file>`), with this key's backend
+    /// settings (KMS endpoint and region; PKCS#11 module, token and PIN).
+    async fn backend_for(&self, reference: &str) -> anyhow::Result<Arc<dyn KeyBackend>> {
+        let Some((kind, value)) = reference.split_once(':') else {
+            bail!("--to {reference:?}: expected kms:<key>, pkcs11:<key label> or dev:<file>");
+        };
+        let mut args = Self {
+            kms_key: None,
+            pkcs11_module: None,
+            dev_key: None,
+            ..self.clone()
+        };
+        match kind {
+            "kms" => args.kms_key = Some(value.to_string()),
+            "pkcs11" => {
+                let Some(module) = &self.pkcs11_module else {
+                    bail!("--to pkcs11:<label> needs the current key in a PKCS#11 token");
+                };
+                args.pkcs11_module = Some(module.clone());
+                args.pkcs11_key_label = Some(value.to_string());
+            }
+            "dev" => args.dev_key = Some(PathBuf::from(value)),
+            _ => bail!("--to {reference:?}: unknown backend {kind:?} (kms, pkcs11 or dev)"),
+        }
+        args.backend().await
+    }
+}
+
+#[derive(clap::Args)]
+struct PublishArgs {
+    /// Where verifiers read the trail (the segment store: s3://bucket[/prefix] or a
+    /// directory): the rotation checkpoint is written there as
+    /// <prefix>checkpoints/<size>-<hash>.note, the only way verifiers holding the old
+    /// trust bundle learn the new key.
+    #[arg(long, required_unless_present = "no_publish")]
+    publish: Option<String>,
+    /// Do not publish the rotation checkpoint (verifiers then need the new trust bundle).
+    #[arg(long)]
+    no_publish: bool,
+    /// S3 endpoint override for --publish.
+    #[arg(long)]
+    publish_s3_endpoint: Option<String>,
+    /// Path-style S3 addressing for --publish.
+    #[arg(long)]
+    publish_s3_path_style: bool,
+    /// S3 region of the --publish bucket.
+    #[arg(long)]
+    publish_s3_region: Option<String>,
+    /// Object Lock mode of the published checkpoint: compliance (default) or governance.
+    #[arg(long, default_value = "compliance")]
+    publish_lock_mode: LockMode,
+    /// Object Lock retention of the published checkpoint, in days.
+    #[arg(long, default_value_t = 2557)]
+    publish_retention_days: u64,
+}
+
+impl PublishArgs {
+    async fn store(&self) -> anyhow::Result<Option<(Arc<dyn ObjectStore>, String)>> {
+        let Some(location) = &self.publish else {
+            return Ok(None);
+        };
+        let s3 = S3Options {
+            endpoint: self.publish_s3_endpoint.clone(),
+            path_style: self.publish_s3_path_style,
+            region: self.publish_s3_region.clone(),
+            lock_mode: self.publish_lock_mode,
+            retention_days: self.publish_retention_days,
+        };
+        Ok(Some(open_store("--publish", location, s3).await?))
+    }
+}
+
+/// The S3 settings of a store given on the command line.
+struct S3Options {
+    endpoint: Option<String>,
+    path_style: bool,
+    region: Option<String>,
+    lock_mode: LockMode,
+    retention_days: u64,
+}
+
+/// Opens a directory or an `s3://bucket[/prefix]` (whose Object Lock is checked); returns
+/// the store and the key prefix.
+async fn open_store(
+    flag: &str,
+    location: &str,
+    s3: S3Options,
+) -> anyhow::Result<(Arc<dyn ObjectStore>, String)> {
+    Ok(match Location::parse(location)? {
+        Location::Dir(dir) => (
+            Arc::new(
+                LocalDirStore::open(&dir).with_context(|| format!("{flag} {}", dir.display()))?,
+            ),
+            String::new(),
+        ),
+        Location::S3 { bucket, prefix } => {
+            let mut cfg = S3Config::new(bucket, Duration::from_secs(s3.retention_days * 86_400));
+            cfg.endpoint = s3.endpoint;
+            cfg.force_path_style = s3.path_style;
+            cfg.region = s3.region;
+            cfg.lock_mode = s3.lock_mode;
+            let store = S3Store::connect(cfg).await?;
+            store.check_object_lock().await?;
+            (Arc::new(store), prefix)
+        }
+    })
+}
+
 #[derive(clap::Args)]
 struct FenceArgs {
     /// Where to write a fencing record per checkpoint, so that a second signer elsewhere
@@ -148,28 +261,15 @@ impl FenceArgs {
         let Some(location) = &self.fence else {
             return Ok(None);
         };
-        Ok(Some(match Location::parse(location)? {
-            Location::Dir(dir) => Fence::new(
-                Arc::new(
-                    LocalDirStore::open(&dir)
-                        .with_context(|| format!("fence {}", dir.display()))?,
-                ),
-                "",
-            ),
-            Location::S3 { bucket, prefix } => {
-                let mut cfg = S3Config::new(
-                    bucket,
-                    Duration::from_secs(self.fence_retention_days * 86_400),
-                );
-                cfg.endpoint = self.fence_s3_endpoint.clone();
-                cfg.force_path_style = self.fence_s3_path_style;
-                cfg.region = self.fence_s3_region.clone();
-                cfg.lock_mode = self.fence_lock_mode;
-                let store = S3Store::connect(cfg).await?;
-                store.check_object_lock().await?;
-                Fence::new(Arc::new(store), prefix)
-            }
-        }))
+        let s3 = S3Options {
+            endpoint: self.fence_s3_endpoint.clone(),
+            path_style: self.fence_s3_path_style,
+            region: self.fence_s3_region.clone(),
+            lock_mode: self.fence_lock_mode,
+            retention_days: self.fence_retention_days,
+        };
+        let (store, prefix) = open_store("--fence", location, s3).await?;
+        Ok(Some(Fence::new(store, prefix)))
     }
 }
 
@@ -212,6 +312,13 @@ enum Command {
         /// Least time between two checkpoint signatures, in milliseconds.
         #[arg(long, default_value_t = 10)]
         min_commit_interval_ms: u64,
+        /// Sustained checkpoint signatures per second at most (whatever the event rate:
+        /// under load, commits wait and grow); 0 for no bound beyond the interval.
+        #[arg(long, default_value_t = sealtrail_signer::log::DEFAULT_MAX_SIGNATURES_PER_SECOND)]
+        max_signatures_per_second: f64,
+        /// Signatures allowed in a burst above that rate (batches signed without waiting).
+        #[arg(long, default_value_t = sealtrail_signer::log::DEFAULT_SIGNATURE_BURST)]
+        signature_burst: u32,
         /// Recent leaves among which a re-sent Append is answered with its original indexes
         /// and checkpoint (47-94 bytes of memory per leaf: ~86 MB for the default); 0 disables.
         #[arg(long, default_value_t = sealtrail_signer::log::DEFAULT_DEDUPE_WINDOW)]
@@ -235,10 +342,33 @@ enum Command {
         #[command(flatten)]
         key: KeyArgs,
     },
+    /// Sign a rotation checkpoint with the current key (the key options) and the new key
+    /// (--to), after which only the new key signs. Run it with the signer stopped.
+    Rotate {
+        #[arg(long, env = "SEALTRAIL_ORIGIN")]
+        origin: String,
+        #[arg(long, env = "SEALTRAIL_STATE_DIR")]
+        state_dir: PathBuf,
+        /// The new key: kms:<key id, ARN or alias>, pkcs11:<key label> (same token and
+        /// PIN as the current key) or dev:<file>.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        publish: PublishArgs,
+        #[command(flatten)]
+        fence: FenceArgs,
+        /// The current key.
+        #[command(flatten)]
+        key: KeyArgs,
+    },
     /// Write the trust bundle (public keys) that verifiers pin.
     ExportTrust {
         #[arg(long, env = "SEALTRAIL_ORIGIN")]
         origin: String,
+        /// The signer's state directory: export its key history (every key that has signed
+        /// this log, with its validity range). Without it, the key options' key from size 0.
+        #[arg(long, env = "SEALTRAIL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
         /// Output file; `-` for standard output.
         #[arg(long, default_value = "-")]
         out: PathBuf,
@@ -259,6 +389,8 @@ async fn main() -> anyhow::Result<()> {
             tls_key,
             client_ca,
             min_commit_interval_ms,
+            max_signatures_per_second,
+            signature_burst,
             dedupe_window,
             fence,
             metrics_listen,
@@ -290,6 +422,8 @@ async fn main() -> anyhow::Result<()> {
                 },
                 commit: CommitConfig {
                     min_interval: Duration::from_millis(min_commit_interval_ms),
+                    max_signatures_per_second,
+                    signature_burst,
                     dedupe_window,
                     fence: fence.fence().await?,
                     ..CommitConfig::default()
@@ -328,12 +462,67 @@ async fn main() -> anyhow::Result<()> {
                 public.to_pem()
             );
         }
-        Command::ExportTrust { origin, out, key } => {
-            let backend = key.backend().await?;
-            let bundle = TrustBundle::new(
-                &origin,
-                vec![TrustedKey::new(&origin, backend.public_key(), 0)],
+        Command::Rotate {
+            origin,
+            state_dir,
+            to,
+            publish,
+            fence,
+            key,
+        } => {
+            let old = key.backend().await?;
+            let new = key.backend_for(&to).await?;
+            let fence = fence.fence().await?;
+            let publish = publish.store().await?;
+            let dir = state_dir.clone();
+            let state = tokio::task::spawn_blocking(move || State::open_uncut(&dir)).await??;
+            let rotation =
+                rotation::rotate(state, &origin, old.as_ref(), new.as_ref(), fence.as_ref())
+                    .await?;
+            let ids = |k: &dyn KeyBackend| format!("{:08x}", k.public_key().key_id(&origin));
+            eprintln!(
+                "rotated at tree size {}: key {} retired, key {} signs from now on",
+                rotation.checkpoint.size,
+                ids(old.as_ref()),
+                ids(new.as_ref())
             );
+            if let Some((store, prefix)) = publish {
+                let key = checkpoint::object_key(&prefix, &rotation);
+                store
+                    .put_new(&key, &rotation.to_bytes())
+                    .await
+                    .with_context(|| format!("publish {key} (run rotate again to retry)"))?;
+                eprintln!("published {key} in {}", store.describe());
+            } else {
+                eprintln!(
+                    "not published: give verifiers the new trust bundle (export-trust --state-dir)"
+                );
+            }
+        }
+        Command::ExportTrust {
+            origin,
+            state_dir,
+            out,
+            key,
+        } => {
+            let history = match &state_dir {
+                Some(dir) => rotation::read_key_history(dir)?,
+                None => None,
+            };
+            let bundle = match history {
+                Some(b) if b.origin == origin => b,
+                Some(b) => bail!(
+                    "the state directory holds the log {:?}, not {origin:?}",
+                    b.origin
+                ),
+                None => {
+                    let backend = key.backend().await?;
+                    TrustBundle::new(
+                        &origin,
+                        vec![TrustedKey::new(&origin, backend.public_key(), 0)],
+                    )
+                }
+            };
             let json = bundle.to_json();
             if out.as_os_str() == "-" {
                 use std::io::Write as _;

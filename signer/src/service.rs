@@ -140,10 +140,12 @@ impl Signer for SignerService {
     ) -> Result<Response<PublicKeysResponse>, Status> {
         self.authorize(&request, Access::Read, "PublicKeys")?;
         let origin = self.log.origin();
-        let bundle = TrustBundle::new(
-            origin,
-            vec![TrustedKey::new(origin, self.key.public_key(), 0)],
-        );
+        let bundle = self.log.key_history()?.unwrap_or_else(|| {
+            TrustBundle::new(
+                origin,
+                vec![TrustedKey::new(origin, self.key.public_key(), 0)],
+            )
+        });
         Ok(Response::new(PublicKeysResponse {
             trust_bundle: bundle.to_json(),
         }))

@@ -10,12 +10,17 @@
 //! - `checkpoints.idx`: a fixed-size index of `checkpoints`, one 16-byte entry per record,
 //!   appended (and fsynced) right after the record: `u64 LE tree size ‖ u64 LE byte offset
 //!   of the record in checkpoints`. Entry `k` is the checkpoint of sequence number `k` (the
-//!   `k`-th checkpoint, from 0), sizes strictly increase, so the entry count is the number of
+//!   `k`-th checkpoint, from 0), sizes increase (a key-rotation checkpoint repeats the size
+//!   of the one before it, see [`crate::rotation`]), so the entry count is the number of
 //!   checkpoints (the fence's sequence number, see [`crate::fence`]) and "the first
 //!   checkpoint that covers leaf `i`" is a binary search (O(log n) reads of 16 bytes): this is
 //!   how a deduplicated Append gets the original checkpoint back without any checkpoint in
 //!   memory. A state directory without the file (older versions) gets it built once, by one
 //!   forward scan of `checkpoints`.
+//! - `keys.json`: the log's key history, the trust bundle `export-trust` writes (see
+//!   [`crate::rotation`]): every key that has signed with its range of tree sizes. Replaced
+//!   atomically; derived from the checkpoints, so a crash that leaves it behind is repaired
+//!   at the next start.
 //! - `head`: the byte offsets of the start and end of the newest checkpoint record (u64 LE
 //!   each) and the SHA-256 of its note, replaced atomically (write, fsync, rename, fsync dir) after each commit, so
 //!   that a start reads only the tail of `checkpoints`: start time does not grow with the log.
@@ -198,6 +203,11 @@ impl State {
         Ok(state)
     }
 
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn size(&self) -> u64 {
         self.latest.as_ref().map_or(0, |c| c.checkpoint.size)
     }
@@ -238,6 +248,18 @@ impl State {
     /// The caller checks origin and signature. Returns whether `cp` was adopted.
     pub fn adopt(&mut self, cp: SignedCheckpoint) -> Result<bool, Error> {
         let size = cp.checkpoint.size;
+        if cp.is_rotation() {
+            // A rotation fenced before a crash: it adds no stored hash.
+            let follows = self.latest.as_ref().is_some_and(|l| {
+                l.checkpoint.size == size
+                    && l.checkpoint.root == cp.checkpoint.root
+                    && cp.checkpoint.prev == Some(l.hash())
+            });
+            if follows {
+                self.commit(cp, 0)?;
+            }
+            return Ok(follows);
+        }
         let needed = merkle::stored_hash_count(size);
         if size <= self.size()
             || needed > self.stored + self.uncommitted
@@ -369,12 +391,18 @@ impl State {
         rec.extend_from_slice(&(note.len() as u32).to_le_bytes());
         rec.extend_from_slice(&note);
         rec.extend_from_slice(&Sha256::digest(&note));
-        if written > self.uncommitted
-            || self
-                .latest
-                .as_ref()
-                .is_some_and(|l| l.checkpoint.size >= cp.checkpoint.size)
-        {
+        // A rotation checkpoint repeats the tree of the newest one; every other one grows it.
+        let extends = match (&self.latest, cp.is_rotation()) {
+            (None, rotation) => !rotation,
+            (Some(l), false) => l.checkpoint.size < cp.checkpoint.size,
+            (Some(l), true) => {
+                written == 0
+                    && l.checkpoint.size == cp.checkpoint.size
+                    && l.checkpoint.root == cp.checkpoint.root
+                    && cp.checkpoint.prev == Some(l.hash())
+            }
+        };
+        if written > self.uncommitted || !extends {
             return Err(Error::State(format!(
                 "refusing to commit a checkpoint of size {} over {} written stored hashes",
                 cp.checkpoint.size, self.uncommitted
@@ -482,7 +510,10 @@ fn repair_index(
         let Some((cp, rec_end)) = read_record(log, offset, end)? else {
             return Err(damaged(format!("no intact record at offset {offset}")));
         };
-        if prev_size.is_some_and(|p| p >= cp.checkpoint.size) {
+        // Equal only for a rotation checkpoint, which repeats the previous tree.
+        if prev_size.is_some_and(|p| {
+            p > cp.checkpoint.size || (p == cp.checkpoint.size && !cp.is_rotation())
+        }) {
             return Err(damaged(format!("sizes do not increase at offset {offset}")));
         }
         prev_size = Some(cp.checkpoint.size);
@@ -603,6 +634,7 @@ mod tests {
                 root,
                 time_ms: size,
                 prev: state.latest().map(|c| c.hash()),
+                new_key: None,
             },
             vec![NoteSignature {
                 name: "example.com/log".into(),

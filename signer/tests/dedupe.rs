@@ -24,6 +24,7 @@ fn key(dir: &Path) -> Arc<dyn KeyBackend> {
 fn config(window: u64) -> CommitConfig {
     CommitConfig {
         min_interval: Duration::ZERO,
+        max_signatures_per_second: 0.0,
         dedupe_window: window,
         ..CommitConfig::default()
     }

@@ -39,6 +39,7 @@ async fn start_with(
     let state = State::open_uncut(state_dir).unwrap();
     let config = CommitConfig {
         min_interval: Duration::ZERO,
+        max_signatures_per_second: 0.0,
         fence: Some(fence),
         ..CommitConfig::default()
     };
@@ -275,5 +276,109 @@ async fn a_fence_write_with_an_unknown_outcome_is_settled_before_the_next_commit
         again.checkpoint.to_bytes()
     );
     assert_eq!(a.append(leaves("three", 1)).await.unwrap().first_index, 3);
+    a.close().await;
+}
+
+/// The same race as above with the fence in a real S3 Object Lock bucket (moto server):
+/// two signers with their own state directories, one bucket. The second cannot extend the
+/// log, a stale copy of the first cannot start, and the slots hold one chain. A key
+/// rotation claims its slot like any checkpoint, so a stale copy cannot rotate either.
+#[tokio::test]
+async fn two_signers_one_s3_bucket_and_a_fenced_rotation() {
+    use sealtrail_signer::rotation;
+    use sealtrail_store::s3::{LockMode, S3Config, S3Store};
+    use sealtrail_tests::moto::{self, MotoServer};
+
+    let moto = MotoServer::start().expect("moto server (run scripts/test)");
+    let client = moto::s3_client(&moto.endpoint).await;
+    moto::create_lock_bucket(&client, "sealtrail-fence", None)
+        .await
+        .unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(S3Store::with_client(
+        client,
+        S3Config {
+            bucket: "sealtrail-fence".into(),
+            endpoint: Some(moto.endpoint.clone()),
+            force_path_style: true,
+            region: Some(moto::TEST_REGION.into()),
+            lock_mode: LockMode::Compliance,
+            retention: Duration::from_secs(86_400),
+        },
+    ));
+    let fence = Fence::new(store.clone(), "prod/");
+    let dir = tempfile::tempdir().unwrap();
+    let key = key(dir.path());
+
+    let (a, ok) = start_with(&dir.path().join("a"), key.clone(), fence.clone()).await;
+    ok.unwrap();
+    let (b, ok) = start_with(&dir.path().join("b"), key.clone(), fence.clone()).await;
+    ok.unwrap();
+    let mut seen = vec![a.append(leaves("a1", 3)).await.unwrap().checkpoint];
+    let err = b.append(leaves("b1", 2)).await.unwrap_err();
+    assert!(matches!(err, Error::Poisoned(_)), "{err}");
+    assert!(b.latest().unwrap().is_none());
+    b.close().await;
+    let stale = dir.path().join("stale");
+    copy_dir(&dir.path().join("a"), &stale);
+    seen.push(a.append(leaves("a2", 2)).await.unwrap().checkpoint);
+    a.close().await;
+
+    let (c, ok) = start_with(&stale, key.clone(), fence.clone()).await;
+    assert!(
+        ok.unwrap_err()
+            .to_string()
+            .contains("another signer has extended this log beyond our state")
+    );
+    c.close().await;
+
+    // Rotate A through the fence: slot 2 holds the rotation checkpoint.
+    let new_path = dir.path().join("new.key");
+    DevKeyFile::generate(&new_path, Algorithm::Ed25519).unwrap();
+    let new: Arc<dyn KeyBackend> = Arc::new(DevKeyFile::load(&new_path, true).unwrap());
+    // (A copy from before the rotation stands for a crash between fence write and commit.)
+    let crashed = dir.path().join("crashed-mid-rotation");
+    copy_dir(&dir.path().join("a"), &crashed);
+    let state = State::open_uncut(&dir.path().join("a")).unwrap();
+    let r = rotation::rotate(state, ORIGIN, key.as_ref(), new.as_ref(), Some(&fence))
+        .await
+        .unwrap();
+    assert_eq!(r.checkpoint.size, 5);
+    assert_eq!(store.get(&fence.slot_key(2)).await.unwrap(), r.to_bytes());
+    // Running rotate again on the crashed copy adopts the fenced rotation: same checkpoint,
+    // and the key history follows.
+    let state = State::open_uncut(&crashed).unwrap();
+    let again = rotation::rotate(state, ORIGIN, key.as_ref(), new.as_ref(), Some(&fence))
+        .await
+        .unwrap();
+    assert_eq!(again, r);
+    let history = rotation::read_key_history(&crashed).unwrap().unwrap();
+    assert_eq!(history.keys.len(), 2);
+    assert_eq!(history.keys[1].valid_from_size, 5);
+    // The stale copy cannot rotate (to any key): the fence refuses it first.
+    let state = State::open_uncut(&stale).unwrap();
+    let err = rotation::rotate(state, ORIGIN, key.as_ref(), new.as_ref(), Some(&fence))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Poisoned(_)), "{err}");
+
+    // A restarts with the new key and goes on; with the old key it is refused.
+    let (old_a, ok) = start_with(&dir.path().join("a"), key.clone(), fence.clone()).await;
+    assert!(
+        ok.unwrap_err()
+            .to_string()
+            .contains("only the new key may sign")
+    );
+    old_a.close().await;
+    let (a, ok) = start_with(&dir.path().join("a"), new.clone(), fence.clone()).await;
+    ok.unwrap();
+    let after = a.append(leaves("a3", 1)).await.unwrap().checkpoint;
+    assert_eq!(after.checkpoint.prev, Some(r.hash()));
+    assert_eq!(
+        store.get(&fence.slot_key(3)).await.unwrap(),
+        after.to_bytes()
+    );
+    seen.push(after);
+    let all: Vec<SignedCheckpoint> = seen.iter().map(|c| (**c).clone()).collect();
+    assert_no_fork(&a, &all);
     a.close().await;
 }

@@ -64,6 +64,7 @@ fn sample_checkpoint(size: u64) -> Checkpoint {
         root: [0x5a; 32],
         time_ms: 1_764_221_736_123,
         prev: Some([0x11; 32]),
+        new_key: None,
     }
 }
 

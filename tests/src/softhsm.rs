@@ -13,13 +13,19 @@ use sealtrail_core::keys::{Algorithm, PublicKey};
 /// Set in the child process that runs a test body.
 const CHILD: &str = "SEALTRAIL_SOFTHSM_TEST_CHILD";
 
-/// The SoftHSM2 module: `SEALTRAIL_TEST_PKCS11_MODULE`, else the Debian path. Panics (the
-/// tests fail, never skip) when it is missing.
-pub fn module_path() -> PathBuf {
-    let path = std::env::var_os("SEALTRAIL_TEST_PKCS11_MODULE").map_or_else(
+/// Where the SoftHSM2 module should be: `SEALTRAIL_TEST_PKCS11_MODULE`, else the Debian
+/// path.
+pub fn configured_module_path() -> PathBuf {
+    std::env::var_os("SEALTRAIL_TEST_PKCS11_MODULE").map_or_else(
         || PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
         PathBuf::from,
-    );
+    )
+}
+
+/// The SoftHSM2 module at [`configured_module_path`]. Panics (the tests fail, never skip)
+/// when it is missing.
+pub fn module_path() -> PathBuf {
+    let path = configured_module_path();
     assert!(
         path.is_file(),
         "the SoftHSM2 PKCS#11 module is not at {} (SEALTRAIL_TEST_PKCS11_MODULE or the Debian \
@@ -40,17 +46,7 @@ pub fn softhsm_child(name: &str, env: &[(&str, &str)]) -> Option<PathBuf> {
         return Some(module);
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).expect("token dir");
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .expect("softhsm2.conf");
+    let conf = write_softhsm_conf(dir.path());
     let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
     cmd.args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
@@ -69,6 +65,23 @@ pub fn softhsm_child(name: &str, env: &[(&str, &str)]) -> Option<PathBuf> {
         "child test {name} failed:\n{stdout}\n{stderr}"
     );
     None
+}
+
+/// Writes `dir/softhsm2.conf` for an empty token directory `dir/tokens`, and returns its
+/// path (for `SOFTHSM2_CONF`).
+pub fn write_softhsm_conf(dir: &Path) -> PathBuf {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir(&tokens).expect("token dir");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .expect("softhsm2.conf");
+    conf
 }
 
 /// Initializes a token labelled `label` in the child's token directory.
@@ -117,7 +130,11 @@ pub fn openssl_verifies(dir: &Path, text: &[u8], sig: &[u8], key: &PublicKey) ->
     out.status.success()
 }
 
-/// [`openssl_verifies`] for the first signature of a checkpoint note.
+/// [`openssl_verifies`] for the signature line of `key` in a checkpoint note (false if
+/// it has none).
 pub fn openssl_verifies_note(dir: &Path, note: &SignedCheckpoint, key: &PublicKey) -> bool {
-    openssl_verifies(dir, note.text(), &note.signatures[0].signature, key)
+    note.signatures
+        .iter()
+        .find(|s| s.key_id == key.key_id(&s.name))
+        .is_some_and(|s| openssl_verifies(dir, note.text(), &s.signature, key))
 }

@@ -564,6 +564,7 @@ fn every_flag_used_in_deploy_and_runbooks_exists() {
     for want in [
         ("sealtrail-signer", "--state-dir"),
         ("sealtrail-signer", "--kms-key"),
+        ("sealtrail-signer", "--fence"),
         ("sealtrail-signer", "--pkcs11-pin-file"),
         ("sealtrail-ingester", "--signer-url"),
         ("sealtrail-ingester", "--allow-client"),

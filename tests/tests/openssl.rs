@@ -22,6 +22,7 @@ async fn checkpoint_signatures_verify_with_openssl() {
             root: [0x5a; 32],
             time_ms: 1_764_221_736_123,
             prev: Some([0x11; 32]),
+            new_key: None,
         };
         let signature = key.sign(&cp.to_text()).await.unwrap();
         let note = SignedCheckpoint::new(

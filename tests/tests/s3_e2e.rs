@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::*;
 use sealtrail_store::ObjectStore;
-use sealtrail_store::s3::{S3Config, S3Store};
-use sealtrail_tests::moto::{MotoServer, create_lock_bucket, s3_client};
+use sealtrail_tests::moto::{MotoServer, s3_client};
 
 const RETENTION: Duration = Duration::from_secs(3 * 86_400);
 
@@ -18,13 +16,7 @@ const RETENTION: Duration = Duration::from_secs(3 * 86_400);
 async fn real_events_into_object_lock_and_verified_from_the_bucket() {
     let moto = MotoServer::start().unwrap();
     let client = s3_client(&moto.endpoint).await;
-    create_lock_bucket(&client, "audit-trail", None)
-        .await
-        .unwrap();
-    let mut cfg = S3Config::new("audit-trail", RETENTION);
-    cfg.endpoint = Some(moto.endpoint.clone());
-    cfg.force_path_style = true;
-    let store = Arc::new(S3Store::with_client(client.clone(), cfg));
+    let store = lock_bucket_store(&client, &moto.endpoint, "audit-trail", RETENTION).await;
     store.check_object_lock().await.unwrap();
 
     let h = Harness::start_full(

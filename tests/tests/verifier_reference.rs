@@ -6,30 +6,12 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use common::*;
 use sealtrail_core::segment;
 use sealtrail_store::{BoxFuture, LocalDirStore, ObjectInfo, ObjectStore, PutOutcome, StoreError};
-use sealtrail_verifier::{
-    FindingKind, GrpcSigner, Options, Report, SignerConfig, SignerSource, verify_store,
-};
-
-fn signer_of(h: &Harness) -> Arc<dyn SignerSource> {
-    Arc::new(
-        GrpcSigner::connect(&SignerConfig {
-            url: format!("https://{}", h.signer_addr()),
-            ca: h.pki.ca_cert.clone(),
-            cert: h.pki.verifier_client_cert.clone(),
-            key: h.pki.verifier_client_key.clone(),
-            server_name: Some("localhost".into()),
-            timeout: Duration::from_secs(10),
-        })
-        .unwrap(),
-    )
-}
+use sealtrail_verifier::{FindingKind, Options, Report, verify_store};
 
 async fn verify(h: &Harness, store: &dyn ObjectStore, options: &Options) -> Report {
     verify_store(store, &h.trust, options).await.unwrap()

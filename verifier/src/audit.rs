@@ -14,15 +14,22 @@
 //! that are gone are reported as missing. With the signer, its latest checkpoint must be
 //! consistent with the newest stored (or remembered) checkpoint, and every leaf it signed
 //! must be stored.
+//!
+//! Checkpoints are checked oldest first (by size, then time, a rotation after the
+//! checkpoint it repeats) against a [`Keyring`]: the trust bundle plus the keys that
+//! cross-signed rotation checkpoints introduced. Rotation checkpoints are read from the
+//! store's `checkpoints/` objects (every run reads them all: there is one per rotation).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures_util::StreamExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealtrail_core::checkpoint::{MAX_NOTE_LEN, SignedCheckpoint};
+use sealtrail_core::checkpoint::{self, CHECKPOINTS_PREFIX, MAX_NOTE_LEN, SignedCheckpoint};
 use sealtrail_core::merkle::{self, Hash};
 use sealtrail_core::segment::{self, SegmentHeader};
-use sealtrail_core::trust::{SignatureVerdict, Trust};
+use sealtrail_core::trust::{Keyring, SignatureVerdict, Trust};
 use sealtrail_store::{ObjectInfo, ObjectStore};
 use sha2::{Digest as _, Sha256};
 
@@ -53,6 +60,9 @@ pub struct Options {
     pub object_lock: Option<ObjectLockPolicy>,
     /// Draw a progress bar on standard error.
     pub progress: bool,
+    /// Do not hash whole objects for [`Report::state`] (when no state will be saved): a
+    /// state without them treats any moved fingerprint as a changed object.
+    pub no_object_hashes: bool,
 }
 
 const STATE_FILE: &str = "(state file)";
@@ -63,6 +73,48 @@ struct SegmentMeta {
     fingerprint: Option<String>,
     header: SegmentHeader,
     checkpoint: Hash,
+    /// Whether the key is the one its content gives (a copy or a moved object is not).
+    key_ok: bool,
+}
+
+/// Segments fetched and checked ahead of the in-order loop (each holds one object and its
+/// parsed records in memory).
+const PREFETCH: usize = 4;
+
+/// One record line checked off the in-order loop: its line number, the record, and whether
+/// its inclusion proof leads to the root of the checkpoint pass 1 read from the header.
+type CheckedLine = (
+    usize,
+    Result<segment::Record, sealtrail_core::Error>,
+    Result<(), sealtrail_core::Error>,
+);
+
+/// The order-independent work on one segment object.
+struct Checked {
+    bytes: Vec<u8>,
+    content_sha256: Option<Hash>,
+    records: Vec<CheckedLine>,
+}
+
+fn check_records(bytes: Vec<u8>, size: u64, root: Hash, hash_object: bool) -> Checked {
+    let content_sha256 = hash_object.then(|| Sha256::digest(&bytes).into());
+    let mut records = Vec::new();
+    if let Ok((_, body)) = segment::parse_header(&bytes) {
+        // One checkpoint per segment: consecutive proofs share their upper paths.
+        let mut paths = merkle::InclusionVerifier::new(size, root);
+        for (line, record) in segment::records(body) {
+            let proof = match &record {
+                Ok(r) => paths.verify(r.index, &r.leaf_hash, &r.proof),
+                Err(e) => Err(e.clone()),
+            };
+            records.push((line, record, proof));
+        }
+    }
+    Checked {
+        bytes,
+        content_sha256,
+        records,
+    }
 }
 
 struct CheckpointInfo {
@@ -70,9 +122,22 @@ struct CheckpointInfo {
     first_object: String,
 }
 
+/// The order of a valid chain: sizes grow, times never go back, and a rotation comes
+/// after the checkpoint whose tree it repeats.
+fn chain_order(c: &CheckpointInfo) -> (u64, u64, bool, String) {
+    (
+        c.cp.checkpoint.size,
+        c.cp.checkpoint.time_ms,
+        c.cp.is_rotation(),
+        c.first_object.clone(),
+    )
+}
+
 struct Audit {
     report: Report,
     missing: Vec<(u64, u64)>,
+    /// Index ranges of events that do not prove into their segment's checkpoint.
+    unproven: Vec<(u64, u64)>,
 }
 
 impl Audit {
@@ -88,6 +153,11 @@ impl Audit {
             && let Some(r) = range
         {
             self.missing.push(r);
+        }
+        if kind == FindingKind::LeafMismatch
+            && let Some(r) = range
+        {
+            self.unproven.push(r);
         }
         self.report.findings.push(Finding {
             kind,
@@ -112,6 +182,7 @@ pub async fn verify_store(
             ..Report::default()
         },
         missing: Vec::new(),
+        unproven: Vec::new(),
     };
     let resume = match &options.state {
         Some(st) => Some(st.resume(trust).map_err(Error::State)?),
@@ -130,24 +201,16 @@ pub async fn verify_store(
         None => None,
         Some(s) => match s.latest_checkpoint().await.map_err(Error::Signer)? {
             None => None,
-            Some(note) => {
-                let cp = SignedCheckpoint::parse(&note).map_err(|e| {
-                    Error::Signer(format!("latest checkpoint of {}: {e}", s.describe()))
-                })?;
-                match trust.verify(&cp) {
-                    SignatureVerdict::Trusted { .. } => Some(cp),
-                    v => {
-                        return Err(Error::Signer(format!(
-                            "the latest checkpoint of {} (size {}) does not verify against the trust bundle: {v:?}",
-                            s.describe(),
-                            cp.checkpoint.size
-                        )));
-                    }
-                }
-            }
+            // Its signature is checked once the stored rotations are known (pass 1).
+            Some(note) => Some(SignedCheckpoint::parse(&note).map_err(|e| {
+                Error::Signer(format!("latest checkpoint of {}: {e}", s.describe()))
+            })?),
         },
     };
     audit.report.signer_tree_size = signer_cp.as_ref().map(|c| c.checkpoint.size);
+    let mut keyring = resume
+        .as_ref()
+        .map_or_else(|| Keyring::new(trust.clone()), |r| r.keyring.clone());
 
     let seg_prefix = format!("{}segments/", options.prefix);
     let objects = store.list(&seg_prefix).await?;
@@ -233,6 +296,49 @@ pub async fn verify_store(
     // Pass 1: headers and checkpoints.
     let mut metas = Vec::with_capacity(to_read.len());
     let mut checkpoints: HashMap<Hash, CheckpointInfo> = HashMap::new();
+    let cp_prefix = format!("{}{CHECKPOINTS_PREFIX}", options.prefix);
+    for obj in store.list(&cp_prefix).await? {
+        if obj.size > MAX_NOTE_LEN as u64 {
+            audit.find(
+                FindingKind::UnexpectedObject,
+                None,
+                Some(&obj.key),
+                None,
+                format!("{} bytes: larger than a checkpoint may be", obj.size),
+            );
+            continue;
+        }
+        let bytes = store.get(&obj.key).await?;
+        let sc = match SignedCheckpoint::parse(&bytes) {
+            Ok(sc) => sc,
+            Err(e) => {
+                audit.find(
+                    FindingKind::UnexpectedObject,
+                    None,
+                    Some(&obj.key),
+                    None,
+                    format!("not a signed checkpoint: {e}"),
+                );
+                continue;
+            }
+        };
+        let expected_key = checkpoint::object_key(&options.prefix, &sc);
+        if expected_key != obj.key {
+            let at = sc.checkpoint.size.saturating_sub(1);
+            audit.find(
+                FindingKind::KeyMismatch,
+                Some((at, at)),
+                Some(&obj.key),
+                None,
+                format!("a checkpoint stored under another key than its own ({expected_key})"),
+            );
+        }
+        let hash: Hash = Sha256::digest(sc.to_bytes()).into();
+        checkpoints.entry(hash).or_insert_with(|| CheckpointInfo {
+            cp: sc,
+            first_object: obj.key.clone(),
+        });
+    }
     for obj in to_read {
         let Some(key_range) = segment::parse_object_key(&options.prefix, &obj.key) else {
             audit.find(
@@ -316,6 +422,7 @@ pub async fn verify_store(
             fingerprint: obj.fingerprint.clone(),
             header,
             checkpoint: hash,
+            key_ok: expected_key == obj.key,
         });
     }
 
@@ -326,13 +433,7 @@ pub async fn verify_store(
     let mut texts: HashMap<Hash, &CheckpointInfo> = HashMap::new();
     let mut trusted: HashSet<Hash> = HashSet::new();
     let mut ordered: Vec<&CheckpointInfo> = checkpoints.values().collect();
-    ordered.sort_by_key(|c| {
-        (
-            c.cp.checkpoint.size,
-            c.cp.checkpoint.time_ms,
-            c.first_object.clone(),
-        )
-    });
+    ordered.sort_by_key(|c| chain_order(c));
     if let Some(info) = &state_info {
         // Verified when the state was loaded.
         trusted.insert(info.cp.hash());
@@ -352,33 +453,58 @@ pub async fn verify_store(
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let problem = match trust.verify(&info.cp) {
-            SignatureVerdict::Trusted { .. } => {
+        let verdict = keyring.verify(&info.cp);
+        let rotation = match verdict {
+            SignatureVerdict::BadSignature { .. } | SignatureVerdict::WrongOrigin { .. } => Ok(()),
+            _ => keyring.rotate(&info.cp),
+        };
+        let problem = match (verdict, rotation) {
+            (_, Err(refused)) => Some((
+                FindingKind::BadRotation,
+                format!("{refused}; checkpoints signed by that key are not trusted"),
+            )),
+            (SignatureVerdict::Trusted { .. }, Ok(())) => {
                 trusted.insert(info.cp.hash());
                 None
             }
-            SignatureVerdict::BadSignature { key_id } => Some((
-                FindingKind::BadSignature,
-                format!("signature of trusted key {key_id:08x} does not verify"),
-            )),
-            SignatureVerdict::Untrusted { key_ids } => Some((
-                FindingKind::UntrustedKey,
-                format!(
-                    "signed only by keys not in the trust bundle ({})",
-                    ids(&key_ids)
-                ),
-            )),
-            SignatureVerdict::KeyOutOfRange { key_ids } => Some((
-                FindingKind::KeyOutOfRange,
-                format!(
-                    "signed by trusted keys outside their validity ({})",
-                    ids(&key_ids)
-                ),
-            )),
-            SignatureVerdict::WrongOrigin { origin } => Some((
-                FindingKind::WrongOrigin,
-                format!("of log {origin:?}, expected {:?}", trust.origin()),
-            )),
+            // Already reported once, at the refused rotation that named the key.
+            (SignatureVerdict::Untrusted { key_ids }, Ok(()))
+                if key_ids
+                    .iter()
+                    .any(|id| keyring.refused_rotation(*id).is_some_and(|n| n <= cp.size)) =>
+            {
+                None
+            }
+            (verdict, Ok(())) => match verdict {
+                SignatureVerdict::Trusted { .. } => None,
+                SignatureVerdict::BadSignature { key_id } => Some((
+                    FindingKind::BadSignature,
+                    format!("signature of trusted key {key_id:08x} does not verify"),
+                )),
+                SignatureVerdict::Untrusted { key_ids } => Some((
+                    FindingKind::UntrustedKey,
+                    format!(
+                        "signed only by keys not in the trust bundle ({})",
+                        ids(&key_ids)
+                    ),
+                )),
+                SignatureVerdict::KeyOutOfRange { key_ids } => Some((
+                    FindingKind::KeyOutOfRange,
+                    format!(
+                        "signed by trusted keys outside their validity ({}){}",
+                        ids(&key_ids),
+                        key_ids
+                            .iter()
+                            .find_map(|id| keyring.retired_after(*id))
+                            .map(|n| format!(", retired by the rotation at size {n}"))
+                            .unwrap_or_default()
+                    ),
+                )),
+                SignatureVerdict::WrongOrigin { origin } => Some((
+                    FindingKind::WrongOrigin,
+                    format!("of log {origin:?}, expected {:?}", trust.origin()),
+                )),
+            },
         };
         if let Some((kind, why)) = problem {
             audit.find(
@@ -396,7 +522,13 @@ pub async fn verify_store(
         }
     }
     for (size, hashes) in &by_size {
-        if hashes.len() > 1 {
+        // Same-size checkpoints with one root (a rotation repeats its predecessor's tree)
+        // are one tree; their order is the chain check's business.
+        let roots: HashSet<Hash> = hashes
+            .iter()
+            .filter_map(|h| texts.get(h).map(|c| c.cp.checkpoint.root))
+            .collect();
+        if roots.len() > 1 {
             let objects: Vec<&str> = hashes
                 .iter()
                 .filter_map(|h| texts.get(h).map(|c| c.first_object.as_str()))
@@ -418,7 +550,11 @@ pub async fn verify_store(
     audit.report.tree_size = by_size.keys().next_back().copied().unwrap_or(0);
 
     // Pass 2: the records, in the order of the indexes the segments declare.
-    metas.sort_by(|a, b| (a.header.first_index, &a.key).cmp(&(b.header.first_index, &b.key)));
+    // At one first index, the object whose key matches its content comes first: it holds
+    // the range, and a copy under another key is the one reported.
+    metas.sort_by(|a, b| {
+        (a.header.first_index, !a.key_ok, &a.key).cmp(&(b.header.first_index, !b.key_ok, &b.key))
+    });
     let progress = if options.progress {
         indicatif::ProgressBar::with_draw_target(
             Some(metas.len() as u64),
@@ -440,7 +576,29 @@ pub async fn verify_store(
     let mut next = base_size;
     let mut prev_key: Option<String> = None;
     let mut seen: HashSet<u128> = HashSet::new();
-    let mut read_ok: Vec<(&SegmentMeta, Hash)> = Vec::with_capacity(metas.len());
+    let mut read_ok: Vec<(&SegmentMeta, Option<Hash>)> = Vec::with_capacity(metas.len());
+    // The segments the loop below reads (it skips those whose indexes are all held by an
+    // earlier one), fetched PREFETCH ahead and parsed, hashed and proof-checked on the
+    // blocking pool: in parallel with each other and with the in-order checks here.
+    let mut fetch = Vec::new();
+    let mut reach = base_size;
+    for meta in &metas {
+        let end = meta.header.first_index + meta.header.count;
+        if end > reach {
+            let cp = &checkpoints[&meta.checkpoint].cp.checkpoint;
+            fetch.push((meta.key.as_str(), cp.size, cp.root));
+            reach = end;
+        }
+    }
+    let hash_objects = !options.no_object_hashes;
+    let mut fetched =
+        futures_util::stream::iter(fetch.into_iter().map(|(key, size, root)| async move {
+            let bytes = store.get(key).await?;
+            tokio::task::spawn_blocking(move || check_records(bytes, size, root, hash_objects))
+                .await
+                .map_err(|e| Error::Internal(format!("checking {key}: {e}")))
+        }))
+        .buffered(PREFETCH);
     for meta in &metas {
         progress.inc(1);
         progress.set_message(format!("{} events", audit.report.events));
@@ -501,9 +659,12 @@ pub async fn verify_store(
             );
         }
         audit.report.segments += 1;
-        let bytes = store.get(&meta.key).await?;
-        let content_sha256: Hash = Sha256::digest(&bytes).into();
-        let body = match segment::parse_header(&bytes) {
+        let checked = fetched
+            .next()
+            .await
+            .ok_or_else(|| Error::Internal(format!("{} was not fetched", meta.key)))??;
+        let (bytes, content_sha256) = (&checked.bytes, checked.content_sha256);
+        let body = match segment::parse_header(bytes) {
             // The records are checked against the header read in pass 1: it must still be
             // the object's header (an object replaced between the two reads is refused).
             Ok((h, body))
@@ -540,7 +701,7 @@ pub async fn verify_store(
         };
         let mut expected = first;
         let mut truncated_at: Option<(u64, usize)> = None;
-        for (line, record) in segment::records(body) {
+        for (line, record, proof) in checked.records {
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
@@ -600,15 +761,7 @@ pub async fn verify_store(
             if record.index < next {
                 // Overlap with an earlier segment (reported above): the line must still
                 // prove into its own checkpoint; it does not enter the tree twice.
-                if merkle::verify_inclusion(
-                    record.index,
-                    cp.size,
-                    &record.leaf_hash,
-                    &record.proof,
-                    &cp.root,
-                )
-                .is_err()
-                {
+                if proof.is_err() {
                     audit.find(
                         FindingKind::LeafMismatch,
                         Some((record.index, record.index)),
@@ -623,13 +776,7 @@ pub async fn verify_store(
                 }
                 continue;
             }
-            if let Err(e) = merkle::verify_inclusion(
-                record.index,
-                cp.size,
-                &record.leaf_hash,
-                &record.proof,
-                &cp.root,
-            ) {
+            if let Err(e) = proof {
                 audit.find(
                     FindingKind::LeafMismatch,
                     Some((record.index, record.index)),
@@ -693,6 +840,20 @@ pub async fn verify_store(
         read_ok.push((meta, content_sha256));
     }
     progress.finish_and_clear();
+
+    // The signer's latest checkpoint, against the keys the stored rotations left trusted.
+    if let (Some(cp), Some(source)) = (&signer_cp, &options.signer) {
+        let verdict = keyring.verify(cp);
+        if !matches!(verdict, SignatureVerdict::Trusted { .. }) {
+            return Err(Error::Signer(format!(
+                "the latest checkpoint of {} (size {}) does not verify against the trust bundle \
+                 and the stored rotations: {verdict:?} (after a key rotation, the rotation \
+                 checkpoint must be published or the trust bundle updated)",
+                source.describe(),
+                cp.checkpoint.size
+            )));
+        }
+    }
 
     // The signer: its latest checkpoint must extend the newest stored (or remembered)
     // checkpoint signed by a trusted key.
@@ -780,18 +941,20 @@ pub async fn verify_store(
     }
 
     // The chain, oldest first (with a state: from the remembered checkpoint on).
-    let mut chain: Vec<&CheckpointInfo> = texts
-        .values()
-        .copied()
-        .filter(|c| c.cp.checkpoint.size > base_size || state_info.is_none())
-        .collect();
-    chain.sort_by_key(|c| {
-        (
-            c.cp.checkpoint.size,
-            c.cp.checkpoint.time_ms,
-            c.first_object.clone(),
-        )
-    });
+    let mut chain: Vec<&CheckpointInfo> = texts.values().copied().collect();
+    chain.sort_by_key(|c| chain_order(c));
+    if let Some(remembered) = &state_info {
+        // What comes after the remembered checkpoint (a rotation may share its size).
+        let hash = remembered.cp.hash();
+        let at = chain.iter().position(|c| c.cp.hash() == hash);
+        chain = match at {
+            Some(i) => chain.split_off(i + 1),
+            None => chain
+                .into_iter()
+                .filter(|c| c.cp.checkpoint.size > base_size)
+                .collect(),
+        };
+    }
     let mut prev: Option<&CheckpointInfo> = state_info.as_ref();
     for info in chain {
         let cp = &info.cp.checkpoint;
@@ -800,7 +963,13 @@ pub async fn verify_store(
             Some(p) => (p.cp.checkpoint.size, Some(p.cp.hash())),
         };
         if cp.prev != expect {
-            let explained = audit.missing.iter().any(|&(a, b)| a < cp.size && b >= from);
+            // A checkpoint that no longer is in the store, because the leaves it covered are
+            // gone or their segment's checkpoint was replaced, is reported there already.
+            let explained = audit
+                .missing
+                .iter()
+                .chain(&audit.unproven)
+                .any(|&(a, b)| a < cp.size && b >= from);
             if !explained {
                 audit.find(
                     FindingKind::ChainBreak,
@@ -846,8 +1015,10 @@ pub async fn verify_store(
         && !tainted
         && stored_size > 0
         && frontier.size() == stored_size
-        && let Some([h]) = by_size.get(&stored_size).map(Vec::as_slice)
-        && frontier.root() == texts[h].cp.checkpoint.root
+        && let Some(newest) = by_size
+            .get(&stored_size)
+            .and_then(|hs| hs.iter().map(|h| texts[h]).max_by_key(|c| chain_order(c)))
+        && frontier.root() == newest.cp.checkpoint.root
     {
         let mut objects = kept;
         for (meta, content_sha256) in read_ok {
@@ -856,7 +1027,7 @@ pub async fn verify_store(
                 ObjectRecord {
                     size: meta.size,
                     fingerprint: meta.fingerprint.clone(),
-                    sha256: Some(hex::encode(content_sha256)),
+                    sha256: content_sha256.map(hex::encode),
                     first_index: meta.header.first_index,
                     last_index: meta.header.first_index + meta.header.count - 1,
                 },
@@ -864,10 +1035,11 @@ pub async fn verify_store(
         }
         audit.report.state = Some(State::new(
             trust.origin(),
-            &texts[h].cp,
+            &newest.cp,
             &frontier,
             audit.report.last_event_time,
             objects,
+            keyring.rotations(),
         ));
     }
     Ok(audit.report)

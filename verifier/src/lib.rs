@@ -13,8 +13,11 @@
 //! events, and the S3 Object Lock of every segment ([`lock`]).
 //!
 //! [`reconcile`] lists what the apiserver's log-file backend wrote that the trail lacks.
+//! [`prove`] exports chosen events as an offline proof bundle (events, inclusion proofs,
+//! checkpoints, rotations, consistency proofs) and checks one with only a trust bundle.
 //!
-//! What it does not (yet): proof bundles (`prove` / `check-bundle`), witnesses.
+//! What it does not (yet): witnesses; proving that a log holds *no* other event than a
+//! bundle's (completeness of a selection).
 
 use serde::Serialize;
 
@@ -22,6 +25,7 @@ mod audit;
 pub mod canonicalize;
 pub mod lock;
 pub mod metrics;
+pub mod prove;
 pub mod reconcile;
 pub mod signer;
 pub mod state;
@@ -48,6 +52,22 @@ pub enum Error {
     /// The object lock of a segment could not be read.
     #[error("object lock: {0}")]
     Lock(String),
+    /// A verification task died (a bug: reported, never taken as a verdict).
+    #[error("internal: {0}")]
+    Internal(String),
+    /// `prove` wrote no bundle: no stored event matches, or a selected event, its
+    /// checkpoint or its consistency with the head does not verify (exit 1).
+    #[error("not provable: {0}")]
+    NotProvable(String),
+    /// A proof bundle that cannot be read: malformed, not canonical, or over a limit.
+    #[error("proof bundle: {0}")]
+    Bundle(String),
+    /// An unusable event selection for `prove`.
+    #[error("selection: {0}")]
+    Selection(String),
+    /// A proof bundle would exceed a limit of the format.
+    #[error("limit exceeded: {0}")]
+    Limit(String),
 }
 
 /// What kind of problem a finding is.
@@ -83,8 +103,12 @@ pub enum FindingKind {
     BadSignature,
     /// A checkpoint with no signature from any trusted key.
     UntrustedKey,
-    /// A checkpoint signed by a trusted key outside the key's validity range.
+    /// A checkpoint signed by a trusted key outside the key's validity range (or after a
+    /// rotation retired the key).
     KeyOutOfRange,
+    /// A rotation checkpoint not signed by both the key it retires and the key it names:
+    /// the key change is refused, and what that key signs is not trusted.
+    BadRotation,
     /// A checkpoint of another log.
     WrongOrigin,
     /// A checkpoint whose `prev` is not the previous stored checkpoint.
@@ -129,6 +153,7 @@ impl FindingKind {
             Self::BadSignature => "bad_signature",
             Self::UntrustedKey => "untrusted_key",
             Self::KeyOutOfRange => "key_out_of_range",
+            Self::BadRotation => "bad_rotation",
             Self::WrongOrigin => "wrong_origin",
             Self::ChainBreak => "chain_break",
             Self::TimeRegression => "time_regression",

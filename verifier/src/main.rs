@@ -13,6 +13,7 @@ use clap::{ArgAction, Parser, Subcommand};
 use sealtrail_core::trust::Trust;
 use sealtrail_store::s3::{S3Config, S3Store};
 use sealtrail_store::{LocalDirStore, Location, ObjectStore};
+use sealtrail_verifier::prove::{self, Bundle, ProveOptions, Selection};
 use sealtrail_verifier::{
     GrpcSigner, ObjectLockPolicy, Options, SignerConfig, State, canonicalize, metrics, verify_store,
 };
@@ -26,6 +27,20 @@ Exit codes:
      for `canonicalize`, invalid input
   2  the verification could not be completed (store, signer, trust bundle or state file
      unusable)";
+
+const PROVE_EXIT_CODES: &str = "\
+Exit codes:
+  0  the bundle was written (every event in it verified before export)
+  1  no bundle: no stored event matches, or a selected event, its checkpoint or its
+     consistency with the head does not verify (each is named)
+  2  the export could not be completed (store, trust bundle, arguments, limits)";
+
+const CHECK_BUNDLE_EXIT_CODES: &str = "\
+Exit codes:
+  0  every event, inclusion proof, checkpoint signature, rotation and consistency proof
+     verifies against the trust bundle
+  1  something does not verify (each problem names its event or checkpoint)
+  2  the bundle or the trust bundle cannot be read or parsed";
 
 #[derive(Parser)]
 #[command(
@@ -104,6 +119,56 @@ enum Command {
         apiserver_log: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export an offline proof bundle (docs/FORMAT.md §8): the selected events with their
+    /// inclusion proofs, signed checkpoints, rotation checkpoints and consistency proofs.
+    /// Every event is checked before it is exported. A summary goes to standard error.
+    #[command(after_help = PROVE_EXIT_CODES)]
+    Prove {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The pinned trust bundle (JSON): every exported checkpoint must verify against it.
+        #[arg(long)]
+        trust: PathBuf,
+        /// Every stored event (all stages) of this auditID.
+        #[arg(long, required_unless_present = "from", conflicts_with = "from")]
+        audit_id: Option<String>,
+        /// Events whose stageTimestamp is at or after this time (RFC 3339).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// ... and before this time (RFC 3339, excluded).
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        /// Only events of this user.username (with --from/--to).
+        #[arg(long, requires = "from")]
+        user: Option<String>,
+        /// Only events of this verb (with --from/--to).
+        #[arg(long, requires = "from")]
+        verb: Option<String>,
+        /// Leave out the consistency proofs to the newest stored checkpoint (they need every
+        /// segment read); a time range then reads only its hour partitions, +- --margin.
+        #[arg(long)]
+        no_consistency: bool,
+        /// With --no-consistency, how long after (or, by clock skew, before) its
+        /// stageTimestamp an event may have been stored and still be found (`90s`, `30m`,
+        /// `1h`, `2d`).
+        #[arg(long, default_value = "1h")]
+        margin: String,
+        /// Write the bundle here (atomically) instead of to standard output.
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+    },
+    /// Verify a proof bundle offline against a pinned trust bundle (no store, no network).
+    #[command(after_help = CHECK_BUNDLE_EXIT_CODES)]
+    CheckBundle {
+        /// The bundle file (`-` for standard input).
+        file: PathBuf,
+        /// The pinned trust bundle (JSON).
+        #[arg(long)]
+        trust: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -192,6 +257,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 check_duplicates: !no_duplicate_check,
                 late_after,
                 progress: std::io::stderr().is_terminal(),
+                // Content hashes only serve the next run's state.
+                no_object_hashes: state.is_none(),
                 ..Options::default()
             };
             let (store, prefix, s3) = open_store(&rt, store)?;
@@ -271,6 +338,91 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 print!("{}", report.summary());
             }
             Ok(if report.missing.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Prove {
+            store,
+            trust,
+            audit_id,
+            from,
+            to,
+            user,
+            verb,
+            no_consistency,
+            margin,
+            out,
+        } => {
+            let bundle = std::fs::read(&trust)
+                .map_err(|e| anyhow::anyhow!("trust bundle {}: {e}", trust.display()))?;
+            let trust = Trust::parse(&bundle)?;
+            let selection = match (audit_id, from, to) {
+                (Some(audit_id), None, None) => Selection::AuditId { audit_id },
+                (None, Some(from), Some(to)) => Selection::TimeRange {
+                    from,
+                    to,
+                    user,
+                    verb,
+                },
+                _ => anyhow::bail!("give --audit-id, or --from and --to"),
+            };
+            let margin = parse_duration_opt(&margin)
+                .map_err(|e| anyhow::anyhow!("--margin {e}"))?
+                .unwrap_or_default();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let (store, prefix, _) = open_store(&rt, store)?;
+            let options = ProveOptions {
+                prefix,
+                consistency: !no_consistency,
+                margin,
+            };
+            let proved =
+                match rt.block_on(prove::prove(store.as_ref(), &trust, &selection, &options)) {
+                    Ok(p) => p,
+                    Err(e @ sealtrail_verifier::Error::NotProvable(_)) => {
+                        eprintln!("sealtrail-verify prove: {e}");
+                        return Ok(ExitCode::from(1));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+            match &out {
+                Some(path) => sealtrail_verifier::state::write_atomic(path, &proved.bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                None => {
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(&proved.bytes)?;
+                    stdout.flush()?;
+                }
+            }
+            eprint!("{}", proved.report.summary(&selection, margin));
+            if let Some(path) = &out {
+                eprintln!("bundle written to {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckBundle { file, trust, json } => {
+            let bundle = std::fs::read(&trust)
+                .map_err(|e| anyhow::anyhow!("trust bundle {}: {e}", trust.display()))?;
+            let trust = Trust::parse(&bundle)?;
+            let bytes = if file.as_os_str() == "-" {
+                prove::read_limited(std::io::stdin().lock())
+            } else {
+                std::fs::File::open(&file).and_then(prove::read_limited)
+            }
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let bundle =
+                Bundle::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let report = prove::check_bundle(&bundle, &trust);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.summary());
+            }
+            Ok(if report.verified {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -23,6 +23,7 @@ pub const ALL_KINDS: &[FindingKind] = &[
     FindingKind::BadSignature,
     FindingKind::UntrustedKey,
     FindingKind::KeyOutOfRange,
+    FindingKind::BadRotation,
     FindingKind::WrongOrigin,
     FindingKind::ChainBreak,
     FindingKind::TimeRegression,

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use sealtrail_core::checkpoint::SignedCheckpoint;
 use sealtrail_core::merkle::{Frontier, Hash};
-use sealtrail_core::trust::{SignatureVerdict, Trust};
+use sealtrail_core::trust::{Keyring, SignatureVerdict, Trust};
 use serde::{Deserialize, Serialize};
 
 /// `format` of the state file.
@@ -57,6 +57,10 @@ pub struct State {
     pub last_event_time: Option<f64>,
     /// Object key → what it held when verified.
     pub objects: BTreeMap<String, ObjectRecord>,
+    /// The rotation checkpoints accepted so far, oldest first (signed notes): the keys they
+    /// introduced stay trusted for the next run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotations: Vec<String>,
 }
 
 /// A state checked against the trust bundle, ready to resume from.
@@ -64,6 +68,8 @@ pub struct State {
 pub(crate) struct Resume {
     pub checkpoint: SignedCheckpoint,
     pub frontier: Frontier,
+    /// The trust bundle plus the remembered rotations.
+    pub keyring: Keyring,
 }
 
 impl State {
@@ -73,6 +79,7 @@ impl State {
         frontier: &Frontier,
         last_event_time: Option<f64>,
         objects: BTreeMap<String, ObjectRecord>,
+        rotations: &[SignedCheckpoint],
     ) -> Self {
         Self {
             format: STATE_FORMAT.into(),
@@ -83,6 +90,10 @@ impl State {
             frontier: frontier.hashes().iter().map(hex::encode).collect(),
             last_event_time,
             objects,
+            rotations: rotations
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.to_bytes()).into_owned())
+                .collect(),
         }
     }
 
@@ -125,7 +136,21 @@ impl State {
         }
         let cp = SignedCheckpoint::parse(self.checkpoint.as_bytes())
             .map_err(|e| format!("state checkpoint: {e}"))?;
-        if !matches!(trust.verify(&cp), SignatureVerdict::Trusted { .. }) {
+        let mut keyring = Keyring::new(trust.clone());
+        for note in &self.rotations {
+            let rotation = SignedCheckpoint::parse(note.as_bytes())
+                .map_err(|e| format!("state rotation: {e}"))?;
+            if !matches!(keyring.verify(&rotation), SignatureVerdict::Trusted { .. }) {
+                return Err(format!(
+                    "the state's rotation at size {} is not signed by a trusted key",
+                    rotation.checkpoint.size
+                ));
+            }
+            keyring
+                .rotate(&rotation)
+                .map_err(|e| format!("the state's rotation: {e}"))?;
+        }
+        if !matches!(keyring.verify(&cp), SignatureVerdict::Trusted { .. }) {
             return Err("the state's checkpoint is not signed by a trusted key".into());
         }
         if cp.checkpoint.size != self.size || hex::encode(cp.checkpoint.root) != self.root {
@@ -148,6 +173,7 @@ impl State {
         Ok(Resume {
             checkpoint: cp,
             frontier,
+            keyring,
         })
     }
 }

@@ -12,9 +12,12 @@ use sealtrail_core::trust::{Trust, TrustBundle, TrustedKey};
 use sealtrail_ingester::signer_client::SignerClientConfig;
 use sealtrail_proto::v1::LatestCheckpointRequest;
 use sealtrail_signer::{CommitConfig, DevKeyFile, KeyBackend, TlsFiles};
+use sealtrail_store::s3::{S3Config, S3Store};
 use sealtrail_store::{LocalDirStore, ObjectStore};
 use sealtrail_tests::emulator::{self, EmulatorConfig, RetryPolicy};
+use sealtrail_tests::moto::create_lock_bucket;
 use sealtrail_tests::pki::{self, PkiOptions, PkiPaths};
+use sealtrail_verifier::{GrpcSigner, SignerConfig, SignerSource};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -331,6 +334,36 @@ impl Harness {
     }
 }
 
+/// The harness's signer as the verifier's `--signer` reaches it.
+pub fn signer_of(h: &Harness) -> Arc<dyn SignerSource> {
+    Arc::new(
+        GrpcSigner::connect(&SignerConfig {
+            url: format!("https://{}", h.signer_addr()),
+            ca: h.pki.ca_cert.clone(),
+            cert: h.pki.verifier_client_cert.clone(),
+            key: h.pki.verifier_client_key.clone(),
+            server_name: Some("localhost".into()),
+            timeout: Duration::from_secs(10),
+        })
+        .unwrap(),
+    )
+}
+
+/// A new Object Lock bucket on the moto server at `endpoint`, and a store on it that writes
+/// as the ingester does (create-new, COMPLIANCE for `retention`).
+pub async fn lock_bucket_store(
+    client: &aws_sdk_s3::Client,
+    endpoint: &str,
+    bucket: &str,
+    retention: Duration,
+) -> Arc<S3Store> {
+    create_lock_bucket(client, bucket, None).await.unwrap();
+    let mut cfg = S3Config::new(bucket, retention);
+    cfg.endpoint = Some(endpoint.to_string());
+    cfg.force_path_style = true;
+    Arc::new(S3Store::with_client(client.clone(), cfg))
+}
+
 async fn bind_retry(addr: SocketAddr) -> tokio::net::TcpListener {
     for _ in 0..100 {
         if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
@@ -432,13 +465,33 @@ pub fn binary(name: &str) -> PathBuf {
     bin
 }
 
+/// The `sealtrail-signer` binary, without the backend choices of the environment (they
+/// would clash with the key a test gives).
+pub fn signer_command() -> std::process::Command {
+    let mut c = std::process::Command::new(binary("sealtrail-signer"));
+    c.env_remove("SEALTRAIL_PKCS11_MODULE")
+        .env_remove("SEALTRAIL_KMS_KEY")
+        .env_remove("SEALTRAIL_DEV_KEY");
+    c
+}
+
+/// `--tls-cert`, `--tls-key` and `--client-ca` of the harness's signer.
+pub fn signer_tls(h: &Harness) -> Vec<std::ffi::OsString> {
+    let mut args = Vec::new();
+    for (flag, path) in [
+        ("--tls-cert", &h.pki.signer_cert),
+        ("--tls-key", &h.pki.signer_key),
+        ("--client-ca", &h.pki.ca_cert),
+    ] {
+        args.push(flag.into());
+        args.push(path.into());
+    }
+    args
+}
+
 /// The signer as a real process on the harness's signer address and state directory.
 pub fn spawn_signer(h: &Harness) -> std::process::Child {
-    std::process::Command::new(binary("sealtrail-signer"))
-        // Backend choices from the environment would clash with the dev key given here.
-        .env_remove("SEALTRAIL_PKCS11_MODULE")
-        .env_remove("SEALTRAIL_KMS_KEY")
-        .env_remove("SEALTRAIL_DEV_KEY")
+    signer_command()
         .args([
             "serve",
             "--origin",
@@ -448,12 +501,7 @@ pub fn spawn_signer(h: &Harness) -> std::process::Child {
         ])
         .arg("--state-dir")
         .arg(&h.state_dir)
-        .arg("--tls-cert")
-        .arg(&h.pki.signer_cert)
-        .arg("--tls-key")
-        .arg(&h.pki.signer_key)
-        .arg("--client-ca")
-        .arg(&h.pki.ca_cert)
+        .args(signer_tls(h))
         .arg("--dev-key")
         .arg(&h.key_path)
         .arg("--insecure-dev-key")
