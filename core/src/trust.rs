@@ -147,6 +147,12 @@ impl Trust {
             if format!("{id:08x}") != entry.key_id {
                 return Err(ctx(format!("key id is {id:08x}")));
             }
+            if entry.name != bundle.origin {
+                return Err(ctx(format!(
+                    "key name {:?} is not the origin {:?}",
+                    entry.name, bundle.origin
+                )));
+            }
             if entry
                 .valid_to_size
                 .is_some_and(|to| to < entry.valid_from_size)
@@ -230,12 +236,14 @@ fn verdict<'a>(
     }
 }
 
-/// A key that a verified rotation checkpoint introduced.
+/// A key that an accepted rotation checkpoint introduced, for a range of sizes.
 #[derive(Debug, Clone)]
 struct LearnedKey {
     id: u32,
     key: PublicKey,
     from_size: u64,
+    /// Set when a later rotation retired it.
+    to_size: Option<u64>,
 }
 
 /// Why a rotation checkpoint was not accepted.
@@ -243,8 +251,11 @@ struct LearnedKey {
 pub enum RotationRefused {
     /// The key the rotation names did not sign it (or its signature does not verify).
     NotSignedByNewKey { new_key_id: u32 },
-    /// No key trusted at its size, other than the new key, signed it.
+    /// The current key (the one the last accepted rotation named, else a bundle key valid
+    /// at its size) did not sign it.
     NotSignedByOldKey { new_key_id: u32 },
+    /// Its size is below that of a rotation already accepted.
+    Stale { new_key_id: u32, accepted_at: u64 },
 }
 
 impl std::fmt::Display for RotationRefused {
@@ -256,28 +267,41 @@ impl std::fmt::Display for RotationRefused {
             ),
             Self::NotSignedByOldKey { new_key_id } => write!(
                 f,
-                "rotation to key {new_key_id:08x} is not signed by the trusted key it replaces"
+                "rotation to key {new_key_id:08x} is not signed by the current key it replaces"
+            ),
+            Self::Stale {
+                new_key_id,
+                accepted_at,
+            } => write!(
+                f,
+                "rotation to key {new_key_id:08x} comes before the rotation already accepted at size {accepted_at}"
             ),
         }
     }
 }
 
-/// The keys a verifier accepts as it walks a log's checkpoints oldest first: the trust
-/// bundle's, plus the keys introduced by cross-signed rotation checkpoints, minus the keys
-/// those rotations retired.
+/// The keys a verifier accepts as it walks a log's checkpoints in chain order: the trust
+/// bundle's, plus the keys introduced by accepted rotation checkpoints, minus the keys
+/// those rotations retired (docs/FORMAT.md §3.4).
 ///
-/// A rotation checkpoint of size `n` ([`crate::checkpoint`]) is accepted when it is signed
-/// both by the key it names and by another key trusted at size `n`. From then on the named
-/// key is trusted for sizes `n` and up, and every other key only up to size `n`. This is the
-/// only way besides the bundle for a key to become trusted; a refused rotation adds nothing.
+/// A rotation checkpoint of size `n` naming key `K` is accepted when `K` signed it and
+/// either the bundle already trusts `K` at `n`, or the *current* key signed it too: the key
+/// the last accepted rotation named, or before any rotation a bundle key valid at `n`.
+/// Rotations are accepted in order of size. From an accepted rotation on, `K` is trusted
+/// for sizes `n` and up (within the bundle's range for `K` if the bundle lists it), and
+/// every other key only up to `n`, unless the bundle itself has it take over at `n` or
+/// later. A retired
+/// key can therefore never sign another rotation, and a refused rotation adds nothing.
 #[derive(Debug, Clone)]
 pub struct Keyring {
     trust: Trust,
     learned: Vec<LearnedKey>,
-    /// Key id → the largest size it may still sign (set by accepted rotations).
+    /// Key id → the largest size its bundle entries may still sign (set by rotations).
     retired: Vec<(u32, u64)>,
-    /// Key id → size of the refused rotation that named it.
-    refused: Vec<(u32, u64)>,
+    /// The key named by the last accepted rotation, and that rotation's size.
+    current: Option<(u32, u64)>,
+    /// Refused rotations: the key they named and their size.
+    refused: Vec<(PublicKey, u64)>,
     rotations: Vec<SignedCheckpoint>,
 }
 
@@ -287,6 +311,7 @@ impl Keyring {
             trust,
             learned: Vec::new(),
             retired: Vec::new(),
+            current: None,
             refused: Vec::new(),
             rotations: Vec::new(),
         }
@@ -301,15 +326,17 @@ impl Keyring {
         &self.rotations
     }
 
-    /// The size of the refused rotation that named `key_id`, if one did.
-    pub fn refused_rotation(&self, key_id: u32) -> Option<u64> {
+    /// If `sc` is signed (verifiably) by a key that a refused rotation of size at most
+    /// `sc`'s named: that key's id and the rotation's size.
+    pub fn signed_by_refused_key(&self, sc: &SignedCheckpoint) -> Option<(u32, u64)> {
+        let origin = self.trust.origin();
         self.refused
             .iter()
-            .find(|(id, _)| *id == key_id)
-            .map(|(_, s)| *s)
+            .find(|(key, n)| *n <= sc.checkpoint.size && sc.signed_by(origin, key))
+            .map(|(key, n)| (key.key_id(origin), *n))
     }
 
-    /// The size after which a rotation retired `key_id`, if one did.
+    /// The size after which a rotation retired `key_id`'s bundle entries, if one did.
     pub fn retired_after(&self, key_id: u32) -> Option<u64> {
         self.retired
             .iter()
@@ -318,7 +345,52 @@ impl Keyring {
             .min()
     }
 
-    /// Checks a checkpoint's signatures against the bundle and the learned keys, as
+    /// Whether the bundle's own entries for `key_id` let it sign at `size` (rotations aside).
+    fn bundle_valid(&self, key_id: u32, size: u64) -> bool {
+        let origin = self.trust.origin();
+        self.trust
+            .keys
+            .iter()
+            .any(|k| k.id == key_id && k.entry.name == origin && k.valid_at(size))
+    }
+
+    /// Whether the bundle itself schedules `key_id` to take over at `size` or later (an
+    /// entry from there on): a rotation at `size` does not retire such a key.
+    fn bundle_schedules_from(&self, key_id: u32, size: u64) -> bool {
+        let origin = self.trust.origin();
+        self.trust
+            .keys
+            .iter()
+            .any(|k| k.id == key_id && k.entry.name == origin && k.entry.valid_from_size >= size)
+    }
+
+    /// Whether `key_id` may sign a checkpoint of `size`.
+    fn valid(&self, key_id: u32, size: u64) -> bool {
+        let by_bundle =
+            self.bundle_valid(key_id, size) && self.retired_after(key_id).is_none_or(|n| size <= n);
+        // A learned key stays within the bundle's range for it, if the bundle lists it.
+        let origin = self.trust.origin();
+        let listed: Vec<&ResolvedKey> = self
+            .trust
+            .keys
+            .iter()
+            .filter(|k| k.id == key_id && k.entry.name == origin)
+            .collect();
+        let cap = if listed.is_empty() || listed.iter().any(|k| k.entry.valid_to_size.is_none()) {
+            None
+        } else {
+            listed.iter().filter_map(|k| k.entry.valid_to_size).max()
+        };
+        let by_rotation = self.learned.iter().any(|k| {
+            k.id == key_id
+                && size >= k.from_size
+                && k.to_size.is_none_or(|to| size <= to)
+                && cap.is_none_or(|to| size <= to)
+        });
+        by_bundle || by_rotation
+    }
+
+    /// Checks a checkpoint's signatures against the bundle and the accepted rotations, as
     /// [`Trust::verify`] does; a key retired by a rotation is out of range past it.
     pub fn verify(&self, sc: &SignedCheckpoint) -> SignatureVerdict {
         let origin = self.trust.origin();
@@ -332,53 +404,67 @@ impl Keyring {
             if sig.name != origin {
                 return None;
             }
-            let mut bundle = self
+            let key = self
                 .trust
                 .keys
                 .iter()
-                .filter(|k| k.id == sig.key_id && k.entry.name == sig.name)
-                .peekable();
-            let mut learned = self
-                .learned
-                .iter()
-                .filter(|k| k.id == sig.key_id)
-                .peekable();
-            let key = match (bundle.peek(), learned.peek()) {
-                (Some(k), _) => &k.key,
-                (None, Some(k)) => &k.key,
-                (None, None) => return None,
-            };
-            let valid = (bundle.any(|k| k.valid_at(size)) || learned.any(|k| size >= k.from_size))
-                && self.retired_after(sig.key_id).is_none_or(|n| size <= n);
-            Some((key, valid))
+                .find(|k| k.id == sig.key_id && k.entry.name == sig.name)
+                .map(|k| &k.key)
+                .or_else(|| {
+                    self.learned
+                        .iter()
+                        .find(|k| k.id == sig.key_id)
+                        .map(|k| &k.key)
+                })?;
+            Some((key, self.valid(sig.key_id, size)))
         })
     }
 
-    /// Takes a rotation checkpoint (one that [`Keyring::verify`] did not reject, checked
-    /// in chain order): accepts the key it names if both keys signed it. A checkpoint that
-    /// is not a rotation is accepted with no change.
+    /// Takes a rotation checkpoint, in chain order (see the type's docs). A checkpoint that
+    /// is not a rotation, or a rotation already accepted, changes nothing.
     pub fn rotate(&mut self, sc: &SignedCheckpoint) -> Result<(), RotationRefused> {
         let Some(new_key) = &sc.checkpoint.new_key else {
             return Ok(());
         };
-        // Seen before (a store read again after a state saved it): nothing new.
         if self.rotations.iter().any(|r| r.text() == sc.text()) {
             return Ok(());
         }
         let origin = self.trust.origin().to_string();
         let new_id = new_key.key_id(&origin);
         let size = sc.checkpoint.size;
-        if !sc.signed_by(&origin, new_key) {
-            self.refused.push((new_id, size));
-            return Err(RotationRefused::NotSignedByNewKey { new_key_id: new_id });
-        }
-        let old_ok = match self.verify(sc) {
-            SignatureVerdict::Trusted { key_ids } => key_ids.iter().any(|id| *id != new_id),
-            _ => false,
+        let refuse = |this: &mut Self, why: RotationRefused| {
+            this.refused.push((new_key.clone(), size));
+            Err(why)
         };
-        if !old_ok {
-            self.refused.push((new_id, size));
-            return Err(RotationRefused::NotSignedByOldKey { new_key_id: new_id });
+        if !sc.signed_by(&origin, new_key) {
+            return refuse(
+                self,
+                RotationRefused::NotSignedByNewKey { new_key_id: new_id },
+            );
+        }
+        if let Some((_, at)) = self.current
+            && size < at
+        {
+            return refuse(
+                self,
+                RotationRefused::Stale {
+                    new_key_id: new_id,
+                    accepted_at: at,
+                },
+            );
+        }
+        let vouched = self.bundle_valid(new_id, size)
+            || match self.verify(sc) {
+                SignatureVerdict::Trusted { key_ids } => key_ids.iter().any(|id| {
+                    *id != new_id && self.current.is_none_or(|(current, _)| current == *id)
+                }),
+                _ => false,
+            };
+        if !vouched {
+            return refuse(
+                self,
+                RotationRefused::NotSignedByOldKey { new_key_id: new_id },
+            );
         }
         let others: Vec<u32> = self
             .trust
@@ -386,20 +472,26 @@ impl Keyring {
             .iter()
             .map(|k| k.id)
             .chain(self.learned.iter().map(|k| k.id))
-            .filter(|id| *id != new_id)
+            .filter(|id| *id != new_id && !self.bundle_schedules_from(*id, size))
             .collect();
         for id in others {
             if self.retired_after(id).is_none_or(|n| n > size) {
                 self.retired.push((id, size));
             }
+            for k in self.learned.iter_mut().filter(|k| k.id == id) {
+                if k.to_size.is_none_or(|to| to > size) {
+                    k.to_size = Some(size.max(k.from_size));
+                }
+            }
         }
-        self.retired.retain(|(id, _)| *id != new_id);
-        self.refused.retain(|(id, _)| *id != new_id);
         self.learned.push(LearnedKey {
             id: new_id,
             key: new_key.clone(),
             from_size: size,
+            to_size: None,
         });
+        self.current = Some((new_id, size));
+        self.refused.retain(|(k, _)| k.key_id(&origin) != new_id);
         self.rotations.push(sc.clone());
         Ok(())
     }
@@ -504,8 +596,8 @@ mod tests {
             let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
             let rotation = signed(cp(5, 2, Some(b.public())), &by);
             assert_eq!(ring.rotate(&rotation), Err(want));
-            assert_eq!(ring.refused_rotation(b.id()), Some(5));
             let after = signed(cp(8, 3, None), &[&b]);
+            assert_eq!(ring.signed_by_refused_key(&after), Some((b.id(), 5)));
             assert!(matches!(
                 ring.verify(&after),
                 SignatureVerdict::Untrusted { .. }
@@ -549,5 +641,102 @@ mod tests {
         assert!(Checkpoint::from_text(&first.to_text()).is_err());
         let garbled = text.replace("key MC", "key MD");
         assert!(Checkpoint::from_text(garbled.as_bytes()).is_err());
+    }
+    #[test]
+    fn a_retired_key_cannot_rotate_again() {
+        let (a, b, c) = (Key::new(1), Key::new(2), Key::new(3));
+        let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
+        ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
+            .unwrap();
+        // The retired key, still valid at size 10, tries a second rotation at that size.
+        let forged = signed(cp(10, 3, Some(c.public())), &[&a, &c]);
+        assert_eq!(
+            ring.rotate(&forged),
+            Err(RotationRefused::NotSignedByOldKey { new_key_id: c.id() })
+        );
+        assert!(matches!(
+            ring.verify(&signed(cp(12, 4, None), &[&c])),
+            SignatureVerdict::Untrusted { .. }
+        ));
+        assert!(matches!(
+            ring.verify(&signed(cp(12, 4, None), &[&b])),
+            SignatureVerdict::Trusted { .. }
+        ));
+        // Nor may a rotation go back below an accepted one, even from the current key.
+        assert_eq!(
+            ring.rotate(&signed(cp(5, 5, Some(c.public())), &[&b, &c])),
+            Err(RotationRefused::Stale {
+                new_key_id: c.id(),
+                accepted_at: 10
+            })
+        );
+    }
+
+    #[test]
+    fn the_bundle_bounds_what_rotations_learn() {
+        let (a, b, c) = (Key::new(1), Key::new(2), Key::new(3));
+        let mut ka = TrustedKey::new(ORIGIN, &a.public(), 0);
+        ka.valid_to_size = Some(10);
+        let mut kb = TrustedKey::new(ORIGIN, &b.public(), 10);
+        kb.valid_to_size = Some(20);
+        let kc = TrustedKey::new(ORIGIN, &c.public(), 20);
+        let mut ring = ring(vec![ka, kb, kc]);
+        ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
+            .unwrap();
+        // The bundle ends B at 20: a rotation that named B does not extend it.
+        assert!(matches!(
+            ring.verify(&signed(cp(500, 9, None), &[&b])),
+            SignatureVerdict::KeyOutOfRange { .. }
+        ));
+        assert!(matches!(
+            ring.verify(&signed(cp(500, 9, None), &[&c])),
+            SignatureVerdict::Trusted { .. }
+        ));
+    }
+
+    #[test]
+    fn rotating_back_does_not_reopen_the_gap() {
+        let (a, b) = (Key::new(1), Key::new(2));
+        let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
+        ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
+            .unwrap();
+        ring.rotate(&signed(cp(20, 3, Some(a.public())), &[&b, &a]))
+            .unwrap();
+        for (size, by, trusted) in [
+            (15, &a, false),
+            (25, &a, true),
+            (15, &b, true),
+            (25, &b, false),
+        ] {
+            let v = ring.verify(&signed(cp(size, 4, None), &[by]));
+            assert_eq!(
+                matches!(v, SignatureVerdict::Trusted { .. }),
+                trusted,
+                "size {size}: {v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rotation_to_a_key_the_bundle_trusts_is_accepted() {
+        // The bundle kept only the new key: the old signature cannot be checked, and need not.
+        let (a, b) = (Key::new(1), Key::new(2));
+        let mut ring = ring(vec![TrustedKey::new(ORIGIN, &b.public(), 10)]);
+        ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
+            .unwrap();
+        assert!(matches!(
+            ring.verify(&signed(cp(12, 3, None), &[&b])),
+            SignatureVerdict::Trusted { .. }
+        ));
+    }
+
+    #[test]
+    fn bundle_keys_must_carry_the_origin_as_name() {
+        let a = Key::new(1);
+        let bundle = TrustBundle::new(
+            ORIGIN,
+            vec![TrustedKey::new("other.example/log", &a.public(), 0)],
+        );
+        assert!(Trust::from_bundle(bundle).is_err());
     }
 }

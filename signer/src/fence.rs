@@ -250,6 +250,44 @@ impl Fence {
     }
 }
 
+/// In the state directory once a fence was used: the fence's location. A signer (or
+/// `rotate`) without a fence on such a state would commit a checkpoint without its slot and
+/// leave the log unable to start fenced again: refused.
+pub const MARKER_FILE: &str = "fenced";
+
+/// Refuses to go on without a fence where one was used (see [`MARKER_FILE`]).
+pub fn check_marker(state_dir: &std::path::Path, fence: Option<&Fence>) -> Result<(), Error> {
+    if fence.is_some() {
+        return Ok(());
+    }
+    match std::fs::read_to_string(state_dir.join(MARKER_FILE)) {
+        Ok(location) => Err(Error::Config(format!(
+            "this log is fenced ({}): give the same --fence",
+            location.trim()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records that `fence` is in use (see [`MARKER_FILE`]); durable before anything is signed.
+pub fn write_marker(state_dir: &std::path::Path, fence: &Fence) -> Result<(), Error> {
+    use std::io::Write as _;
+    let path = state_dir.join(MARKER_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    let tmp = state_dir.join("fenced.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("{}\n", fence.describe()).as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(state_dir)?.sync_all()?;
+    Ok(())
+}
+
 fn parse_genesis(g: &[u8]) -> Option<(u64, &[u8])> {
     let rest = g.strip_prefix(GENESIS_MAGIC)?;
     let rest = rest.strip_prefix(b"count ")?;

@@ -90,6 +90,8 @@ pub struct CommitConfig {
 
 /// Default [`CommitConfig::max_signatures_per_second`].
 pub const DEFAULT_MAX_SIGNATURES_PER_SECOND: f64 = 10.0;
+/// Smallest non-zero [`CommitConfig::max_signatures_per_second`] (one per 100 s).
+pub const MIN_SIGNATURES_PER_SECOND: f64 = 0.01;
 /// Default [`CommitConfig::signature_burst`].
 pub const DEFAULT_SIGNATURE_BURST: u32 = 20;
 
@@ -146,6 +148,17 @@ impl Log {
                 cp.checkpoint.origin
             )));
         }
+        let rate = config.max_signatures_per_second;
+        if !(rate == 0.0 || (rate.is_finite() && rate >= MIN_SIGNATURES_PER_SECOND))
+            || config.signature_burst == 0
+        {
+            return Err(Error::Config(format!(
+                "max signatures per second {rate}: 0 (no budget) or at least \
+                 {MIN_SIGNATURES_PER_SECOND}; signature burst {}: at least 1",
+                config.signature_burst
+            )));
+        }
+        crate::fence::check_marker(state.dir(), config.fence.as_ref())?;
         let state = Arc::new(Mutex::new(state));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (started_tx, started) = tokio::sync::watch::channel(None);
@@ -429,6 +442,8 @@ impl Committer {
             fence
                 .recover(&self.state, self.key.as_ref(), &self.origin)
                 .await?;
+            let dir = self.lock_state()?.dir().to_path_buf();
+            crate::fence::write_marker(&dir, &fence)?;
         }
         let state = self.state.clone();
         let limit = self.config.dedupe_window;

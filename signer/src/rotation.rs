@@ -86,20 +86,65 @@ fn write_key_history(dir: &Path, bundle: &TrustBundle) -> Result<(), Error> {
     Ok(())
 }
 
-/// Brings `keys.json` in line with the log: created with `first_key` valid from size 0
-/// when absent (a new log, or one from before key histories); a newest checkpoint that is
-/// a rotation not yet recorded closes the open ranges at its size and opens the new key's.
+/// The key history of a state directory without `keys.json` (a new log, one from before key
+/// histories, or a restore that lost it), from its checkpoints: `first_key` from size 0 if
+/// it signed the first checkpoint, then each rotation. `None` (with a warning) when the
+/// first key is another one: its public key is nowhere in the state.
+fn rebuild_key_history(
+    state: &State,
+    origin: &str,
+    first_key: &PublicKey,
+) -> Result<Option<TrustBundle>, Error> {
+    let checkpoints = if state.checkpoint_count() > 0 {
+        state.all_checkpoints()?
+    } else {
+        Vec::new()
+    };
+    let first_id = checkpoints
+        .first()
+        .and_then(|c| c.signatures.first())
+        .map(|s| s.key_id);
+    if first_id.is_some_and(|id| id != first_key.key_id(origin)) {
+        tracing::warn!(
+            "{} is missing and the log's first key is not the configured one: restore it \
+             from a backup (export-trust cannot list the old keys without it)",
+            state.dir().join(KEYS_FILE).display()
+        );
+        return Ok(None);
+    }
+    let mut bundle = TrustBundle::new(origin, vec![TrustedKey::new(origin, first_key, 0)]);
+    for rotation in checkpoints.iter().filter(|c| c.is_rotation()) {
+        if let Some(key) = &rotation.checkpoint.new_key {
+            close_and_open(&mut bundle, origin, key, rotation.checkpoint.size);
+        }
+    }
+    Ok(Some(bundle))
+}
+
+/// Ends the open ranges at `size` and opens `key`'s from there.
+fn close_and_open(bundle: &mut TrustBundle, origin: &str, key: &PublicKey, size: u64) {
+    for k in &mut bundle.keys {
+        if k.valid_to_size.is_none() {
+            k.valid_to_size = Some(size);
+        }
+    }
+    bundle.keys.push(TrustedKey::new(origin, key, size));
+}
+
+/// Brings `keys.json` in line with the log: built from the checkpoints when absent (see
+/// [`rebuild_key_history`]; `None` if it cannot be); a newest checkpoint that is a rotation
+/// not yet recorded closes the open ranges at its size and opens the new key's.
 pub fn sync_key_history(
     state: &State,
     origin: &str,
     first_key: &PublicKey,
-) -> Result<TrustBundle, Error> {
+) -> Result<Option<TrustBundle>, Error> {
     let (mut bundle, mut changed) = match read_key_history(state.dir())? {
         Some(b) => (b, false),
-        None => (
-            TrustBundle::new(origin, vec![TrustedKey::new(origin, first_key, 0)]),
-            true,
-        ),
+        None => match rebuild_key_history(state, origin, first_key)? {
+            Some(b) => (b, true),
+            None => return Ok(None),
+        },
     };
     if bundle.origin != origin {
         return Err(Error::Config(format!(
@@ -118,19 +163,14 @@ pub fn sync_key_history(
             .last()
             .is_some_and(|k| k.key_id == entry.key_id && k.valid_from_size == size);
         if !recorded {
-            for k in &mut bundle.keys {
-                if k.valid_to_size.is_none() {
-                    k.valid_to_size = Some(size);
-                }
-            }
-            bundle.keys.push(entry);
+            close_and_open(&mut bundle, origin, new_key, size);
             changed = true;
         }
     }
     if changed {
         write_key_history(state.dir(), &bundle)?;
     }
-    Ok(bundle)
+    Ok(Some(bundle))
 }
 
 async fn sign_note(
@@ -169,8 +209,10 @@ pub async fn rotate(
             .lock()
             .map_err(|_| Error::State("state lock poisoned".into()))
     };
+    crate::fence::check_marker(lock()?.dir(), fence)?;
     if let Some(fence) = fence {
         fence.recover(&state, old, origin).await?;
+        crate::fence::write_marker(lock()?.dir(), fence)?;
     }
     let (checkpoint, seq) = {
         let mut s = lock()?;
@@ -181,12 +223,23 @@ pub async fn rotate(
                 "the log is empty: nothing to rotate; start the signer with the new key".into(),
             ));
         };
-        if latest.checkpoint.new_key.as_ref() == Some(new.public_key()) {
-            tracing::info!(
-                size = latest.checkpoint.size,
-                "the log is already rotated to this key"
-            );
-            return Ok(latest);
+        // Already rotated to this key (a re-run to publish again, maybe after the new key
+        // signed more): the rotation that named it.
+        if current_key_id(&s, origin) == Some(new.public_key().key_id(origin)) {
+            let named =
+                |c: &SignedCheckpoint| c.checkpoint.new_key.as_ref() == Some(new.public_key());
+            let rotation = if named(&latest) {
+                Some(latest.clone())
+            } else {
+                s.all_checkpoints()?.into_iter().rev().find(named)
+            };
+            if let Some(rotation) = rotation {
+                tracing::info!(
+                    size = rotation.checkpoint.size,
+                    "the log is already rotated to this key"
+                );
+                return Ok(rotation);
+            }
         }
         check_current_key(&s, origin, old.public_key())?;
         if old.public_key().key_id(origin) == new.public_key().key_id(origin) {

@@ -21,6 +21,7 @@
 //!   [`crate::rotation`]): every key that has signed with its range of tree sizes. Replaced
 //!   atomically; derived from the checkpoints, so a crash that leaves it behind is repaired
 //!   at the next start.
+//! - `fenced`: the fence's location, once a fence was used ([`crate::fence::MARKER_FILE`]).
 //! - `head`: the byte offsets of the start and end of the newest checkpoint record (u64 LE
 //!   each) and the SHA-256 of its note, replaced atomically (write, fsync, rename, fsync dir) after each commit, so
 //!   that a start reads only the tail of `checkpoints`: start time does not grow with the log.

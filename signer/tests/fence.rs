@@ -361,6 +361,24 @@ async fn two_signers_one_s3_bucket_and_a_fenced_rotation() {
         .unwrap_err();
     assert!(matches!(err, Error::Poisoned(_)), "{err}");
 
+    // Without the fence, neither the signer nor rotate may touch A's state any more.
+    let unfenced = Log::start(
+        State::open_uncut(&dir.path().join("a")).unwrap(),
+        ORIGIN,
+        new.clone(),
+        CommitConfig::default(),
+    );
+    assert!(
+        matches!(&unfenced, Err(Error::Config(m)) if m.contains("this log is fenced")),
+        "{:?}",
+        unfenced.err()
+    );
+    let state = State::open_uncut(&dir.path().join("a")).unwrap();
+    let err = rotation::rotate(state, ORIGIN, new.as_ref(), key.as_ref(), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("this log is fenced"), "{err}");
+
     // A restarts with the new key and goes on; with the old key it is refused.
     let (old_a, ok) = start_with(&dir.path().join("a"), key.clone(), fence.clone()).await;
     assert!(

@@ -93,3 +93,32 @@ async fn a_light_load_is_signed_batch_by_batch() {
     assert_eq!(sizes.len(), 5, "{sizes:?}");
     log.close().await;
 }
+
+#[tokio::test]
+async fn unusable_budgets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dev.key");
+    DevKeyFile::generate(&path, Algorithm::Ed25519).unwrap();
+    let key: Arc<dyn KeyBackend> = Arc::new(DevKeyFile::load(&path, true).unwrap());
+    for (rate, burst, ok) in [
+        (1e-20, 20, false),
+        (f64::NAN, 20, false),
+        (-1.0, 20, false),
+        (f64::INFINITY, 20, false),
+        (10.0, 0, false),
+        (0.0, 20, true),
+        (0.5, 1, true),
+    ] {
+        let config = CommitConfig {
+            max_signatures_per_second: rate,
+            signature_burst: burst,
+            ..CommitConfig::default()
+        };
+        let state = State::open(&dir.path().join(format!("state-{rate}-{burst}"))).unwrap();
+        let log = Log::start(state, ORIGIN, key.clone(), config);
+        assert_eq!(log.is_ok(), ok, "rate {rate}, burst {burst}");
+        if let Ok(log) = log {
+            log.close().await;
+        }
+    }
+}

@@ -229,13 +229,14 @@ async fn dev_keys_rotate_through_the_cli() {
     let new = DevKeyFile::generate(&new_path, Algorithm::Ed25519).unwrap();
     h.stop_signer().await;
 
+    let (state_dir, store_dir) = (h.state_dir.clone(), h.store_dir.clone());
     let signer = |args: &[&str]| {
         let mut c = signer_command();
         c.args(args)
             .arg("--origin")
             .arg(ORIGIN)
             .arg("--state-dir")
-            .arg(&h.state_dir);
+            .arg(&state_dir);
         c
     };
     let rotate = |to: &Path| {
@@ -245,7 +246,7 @@ async fn dev_keys_rotate_through_the_cli() {
             .arg("--to")
             .arg(format!("dev:{}", to.display()))
             .arg("--publish")
-            .arg(&h.store_dir)
+            .arg(&store_dir)
             .output()
             .unwrap()
     };
@@ -302,6 +303,16 @@ async fn dev_keys_rotate_through_the_cli() {
     replay_half(&h, true).await;
     check_rotated_trail(&h, &old, &new, &rotation).await;
 
+    // Re-run after the new key has signed more (to publish again): the same rotation.
+    h.stop_signer().await;
+    let again = rotate(&h.key_path);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(walk(&h.store_dir.join("checkpoints")).len(), 1);
+
     // Incremental: from the state saved before the rotation, only the new objects are
     // read, the rotation is learned and remembered, and the next run needs no new key.
     let store = LocalDirStore::open(&h.store_dir).unwrap();
@@ -322,6 +333,47 @@ async fn dev_keys_rotate_through_the_cli() {
     assert!(r.intact(), "{}", r.summary());
     assert_eq!(r.segments_read, 0);
     assert_eq!(r.state.unwrap().rotations.len(), 1);
+
+    // A holder of the retired key forges a second rotation at the same size, to a key of
+    // theirs: refused (the retired key is not the current one), and it breaks the chain.
+    let work = tempfile::tempdir().unwrap();
+    copy_store(&h.store_dir, work.path());
+    let old_key = DevKeyFile::load(&old_path, true).unwrap();
+    let thief_path = h.dir.path().join("thief.key");
+    let thief_public = DevKeyFile::generate(&thief_path, Algorithm::Ed25519).unwrap();
+    let thief = DevKeyFile::load(&thief_path, true).unwrap();
+    let forged = sealtrail_core::checkpoint::Checkpoint {
+        time_ms: rotation.checkpoint.time_ms + 1,
+        prev: Some(rotation.hash()),
+        new_key: Some(thief_public),
+        ..rotation.checkpoint.clone()
+    };
+    let text = forged.to_text();
+    let mut signatures = Vec::new();
+    for k in [&old_key as &dyn KeyBackend, &thief] {
+        signatures.push(NoteSignature {
+            name: ORIGIN.into(),
+            key_id: k.public_key().key_id(ORIGIN),
+            signature: k.sign(&text).await.unwrap(),
+        });
+    }
+    let forged = SignedCheckpoint::new(forged, signatures).unwrap();
+    let forged_key = checkpoint::object_key("", &forged);
+    std::fs::write(work.path().join(&forged_key), forged.to_bytes()).unwrap();
+    let r = verify(work.path(), &only_key(&old)).await;
+    assert!(
+        r.findings.iter().any(|f| f.kind == FindingKind::BadRotation
+            && f.object.as_deref() == Some(forged_key.as_str())),
+        "{}",
+        r.summary()
+    );
+    assert!(
+        r.findings
+            .iter()
+            .all(|f| matches!(f.kind, FindingKind::BadRotation | FindingKind::ChainBreak)),
+        "{}",
+        r.summary()
+    );
 
     // The retired key signing past the rotation: a segment of the new half whose
     // checkpoint is re-signed by the old key alone.

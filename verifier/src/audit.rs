@@ -443,6 +443,9 @@ pub async fn verify_store(
             .or_default()
             .push(info.cp.hash());
     }
+    // Refused rotations, by the key they named: the index of their finding, so that what
+    // that key signed is reported there (its range extended) rather than once per checkpoint.
+    let mut refused_findings: HashMap<u32, usize> = HashMap::new();
     for info in &ordered {
         let cp = &info.cp.checkpoint;
         let at = Some(info.first_object.as_str());
@@ -454,66 +457,95 @@ pub async fn verify_store(
                 .join(", ")
         };
         let verdict = keyring.verify(&info.cp);
+        // A rotation below the size an earlier run verified, that the run did not know:
+        // added afterwards (only the state's own rotations may sit there).
+        let late = info.cp.is_rotation()
+            && cp.size < base_size
+            && !keyring
+                .rotations()
+                .iter()
+                .any(|r| r.text() == info.cp.text());
         let rotation = match verdict {
-            SignatureVerdict::BadSignature { .. } | SignatureVerdict::WrongOrigin { .. } => Ok(()),
-            _ => keyring.rotate(&info.cp),
-        };
-        let problem = match (verdict, rotation) {
-            (_, Err(refused)) => Some((
-                FindingKind::BadRotation,
-                format!("{refused}; checkpoints signed by that key are not trusted"),
+            _ if late => Err(format!(
+                "a rotation below the tree size {base_size} an earlier run verified, which that run did not hold (added since)"
             )),
-            (SignatureVerdict::Trusted { .. }, Ok(())) => {
-                trusted.insert(info.cp.hash());
-                None
-            }
-            // Already reported once, at the refused rotation that named the key.
-            (SignatureVerdict::Untrusted { key_ids }, Ok(()))
-                if key_ids
-                    .iter()
-                    .any(|id| keyring.refused_rotation(*id).is_some_and(|n| n <= cp.size)) =>
-            {
-                None
-            }
-            (verdict, Ok(())) => match verdict {
-                SignatureVerdict::Trusted { .. } => None,
-                SignatureVerdict::BadSignature { key_id } => Some((
-                    FindingKind::BadSignature,
-                    format!("signature of trusted key {key_id:08x} does not verify"),
-                )),
-                SignatureVerdict::Untrusted { key_ids } => Some((
-                    FindingKind::UntrustedKey,
-                    format!(
-                        "signed only by keys not in the trust bundle ({})",
-                        ids(&key_ids)
-                    ),
-                )),
-                SignatureVerdict::KeyOutOfRange { key_ids } => Some((
-                    FindingKind::KeyOutOfRange,
-                    format!(
-                        "signed by trusted keys outside their validity ({}){}",
-                        ids(&key_ids),
-                        key_ids
-                            .iter()
-                            .find_map(|id| keyring.retired_after(*id))
-                            .map(|n| format!(", retired by the rotation at size {n}"))
-                            .unwrap_or_default()
-                    ),
-                )),
-                SignatureVerdict::WrongOrigin { origin } => Some((
-                    FindingKind::WrongOrigin,
-                    format!("of log {origin:?}, expected {:?}", trust.origin()),
-                )),
-            },
+            SignatureVerdict::BadSignature { .. } | SignatureVerdict::WrongOrigin { .. } => Ok(()),
+            _ => keyring.rotate(&info.cp).map_err(|e| e.to_string()),
         };
-        if let Some((kind, why)) = problem {
-            audit.find(
-                kind,
-                size_range,
-                at,
-                Some(1),
-                format!("checkpoint of size {}: {why}", cp.size),
+        let refused_by = match (&verdict, &rotation) {
+            (SignatureVerdict::Untrusted { .. }, Ok(())) => keyring.signed_by_refused_key(&info.cp),
+            _ => None,
+        };
+        if let Some((key_id, _)) = refused_by
+            && let Some(&f) = refused_findings.get(&key_id)
+        {
+            // Reported at the refused rotation: widen its range to cover this checkpoint.
+            let finding = &mut audit.report.findings[f];
+            finding.last_index = Some(
+                finding
+                    .last_index
+                    .unwrap_or(0)
+                    .max(cp.size.saturating_sub(1)),
             );
+            finding
+                .detail
+                .push_str(&format!("; also signed the checkpoint of size {}", cp.size));
+        } else {
+            let problem = match (verdict, rotation) {
+                (_, Err(refused)) => {
+                    if let Some(key) = &cp.new_key {
+                        refused_findings
+                            .insert(key.key_id(trust.origin()), audit.report.findings.len());
+                    }
+                    Some((
+                        FindingKind::BadRotation,
+                        format!("{refused}; checkpoints signed by that key are not trusted"),
+                    ))
+                }
+                (SignatureVerdict::Trusted { .. }, Ok(())) => {
+                    trusted.insert(info.cp.hash());
+                    None
+                }
+                (verdict, Ok(())) => match verdict {
+                    SignatureVerdict::Trusted { .. } => None,
+                    SignatureVerdict::BadSignature { key_id } => Some((
+                        FindingKind::BadSignature,
+                        format!("signature of trusted key {key_id:08x} does not verify"),
+                    )),
+                    SignatureVerdict::Untrusted { key_ids } => Some((
+                        FindingKind::UntrustedKey,
+                        format!(
+                            "signed only by keys not in the trust bundle ({})",
+                            ids(&key_ids)
+                        ),
+                    )),
+                    SignatureVerdict::KeyOutOfRange { key_ids } => Some((
+                        FindingKind::KeyOutOfRange,
+                        format!(
+                            "signed by trusted keys outside their validity ({}){}",
+                            ids(&key_ids),
+                            key_ids
+                                .iter()
+                                .find_map(|id| keyring.retired_after(*id))
+                                .map(|n| format!(", retired by the rotation at size {n}"))
+                                .unwrap_or_default()
+                        ),
+                    )),
+                    SignatureVerdict::WrongOrigin { origin } => Some((
+                        FindingKind::WrongOrigin,
+                        format!("of log {origin:?}, expected {:?}", trust.origin()),
+                    )),
+                },
+            };
+            if let Some((kind, why)) = problem {
+                audit.find(
+                    kind,
+                    size_range,
+                    at,
+                    Some(1),
+                    format!("checkpoint of size {}: {why}", cp.size),
+                );
+            }
         }
         let text = info.cp.hash();
         if let std::collections::hash_map::Entry::Vacant(e) = texts.entry(text) {
@@ -528,7 +560,17 @@ pub async fn verify_store(
             .iter()
             .filter_map(|h| texts.get(h).map(|c| c.cp.checkpoint.root))
             .collect();
-        if roots.len() > 1 {
+        // One tree, but not one run (each after the first a rotation naming the one before
+        // as prev): two checkpoints claiming the same place in the chain.
+        let mut run: Vec<&CheckpointInfo> = hashes
+            .iter()
+            .filter_map(|h| texts.get(h).copied())
+            .collect();
+        run.sort_by_key(|c| chain_order(c));
+        let one_run = run
+            .windows(2)
+            .all(|w| w[1].cp.is_rotation() && w[1].cp.checkpoint.prev == Some(w[0].cp.hash()));
+        if roots.len() > 1 || !one_run {
             let objects: Vec<&str> = hashes
                 .iter()
                 .filter_map(|h| texts.get(h).map(|c| c.first_object.as_str()))
@@ -539,8 +581,13 @@ pub async fn verify_store(
                 objects.iter().copied().find(|o| *o != STATE_FILE),
                 Some(1),
                 format!(
-                    "{} different checkpoints of tree size {size} (in {})",
+                    "{} different checkpoints of tree size {size}{} (in {})",
                     hashes.len(),
+                    if roots.len() > 1 {
+                        ""
+                    } else {
+                        " with one tree but not one chain"
+                    },
                     objects.join(", ")
                 ),
             );
@@ -773,6 +820,8 @@ pub async fn verify_store(
                             cp.size
                         ),
                     );
+                    // The indexes are held by the segment before: this copy explains no gap.
+                    audit.unproven.pop();
                 }
                 continue;
             }
@@ -965,11 +1014,14 @@ pub async fn verify_store(
         if cp.prev != expect {
             // A checkpoint that no longer is in the store, because the leaves it covered are
             // gone or their segment's checkpoint was replaced, is reported there already.
-            let explained = audit
-                .missing
-                .iter()
-                .chain(&audit.unproven)
-                .any(|&(a, b)| a < cp.size && b >= from);
+            // Only a predecessor that is not stored can be explained that way: a `prev` that
+            // names a stored checkpoint other than the one before is never excused.
+            let explained = cp.prev.is_some_and(|h| !texts.contains_key(&h))
+                && audit
+                    .missing
+                    .iter()
+                    .chain(&audit.unproven)
+                    .any(|&(a, b)| a < cp.size && b >= from);
             if !explained {
                 audit.find(
                     FindingKind::ChainBreak,
