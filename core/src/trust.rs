@@ -281,23 +281,23 @@ impl std::fmt::Display for RotationRefused {
 }
 
 /// The keys a verifier accepts as it walks a log's checkpoints in chain order: the trust
-/// bundle's, plus the keys introduced by accepted rotation checkpoints, minus the keys
-/// those rotations retired (docs/FORMAT.md §3.4).
+/// bundle's, plus the keys introduced by accepted rotation checkpoints, minus what those
+/// rotations retired (docs/FORMAT.md §3.4).
 ///
-/// A rotation checkpoint of size `n` naming key `K` is accepted when `K` signed it and
-/// either the bundle already trusts `K` at `n`, or the *current* key signed it too: the key
-/// the last accepted rotation named, or before any rotation a bundle key valid at `n`.
-/// Rotations are accepted in order of size. From an accepted rotation on, `K` is trusted
-/// for sizes `n` and up (within the bundle's range for `K` if the bundle lists it), and
-/// every other key only up to `n`, unless the bundle itself has it take over at `n` or
-/// later. A retired
-/// key can therefore never sign another rotation, and a refused rotation adds nothing.
+/// A rotation checkpoint of size `n` naming key `K` is accepted when `K` signed it, no
+/// accepted rotation is larger, no known key's signature on it fails, and it is vouched
+/// for: by the **current key** (the key the last accepted rotation named; before any, a
+/// bundle key valid at `n` whose range does not end at `n`), or by the bundle itself (an
+/// entry for `K`'s very public key starting at `n`). Then `K` becomes the current key, and
+/// every range of every other key that started at or before `n` ends at `n`: a retired
+/// key can neither sign past `n` nor vouch for a later rotation.
 #[derive(Debug, Clone)]
 pub struct Keyring {
     trust: Trust,
+    /// Per bundle entry (same order as the bundle): the size after which a rotation
+    /// retired it.
+    caps: Vec<Option<u64>>,
     learned: Vec<LearnedKey>,
-    /// Key id → the largest size its bundle entries may still sign (set by rotations).
-    retired: Vec<(u32, u64)>,
     /// The key named by the last accepted rotation, and that rotation's size.
     current: Option<(u32, u64)>,
     /// Refused rotations: the key they named and their size.
@@ -308,9 +308,9 @@ pub struct Keyring {
 impl Keyring {
     pub fn new(trust: Trust) -> Self {
         Self {
+            caps: vec![None; trust.keys.len()],
             trust,
             learned: Vec::new(),
-            retired: Vec::new(),
             current: None,
             refused: Vec::new(),
             rotations: Vec::new(),
@@ -336,58 +336,29 @@ impl Keyring {
             .map(|(key, n)| (key.key_id(origin), *n))
     }
 
-    /// The size after which a rotation retired `key_id`'s bundle entries, if one did.
+    /// The largest size a rotation let `key_id` sign through the bundle, if a rotation
+    /// retired one of its bundle entries.
     pub fn retired_after(&self, key_id: u32) -> Option<u64> {
-        self.retired
-            .iter()
-            .filter(|(id, _)| *id == key_id)
-            .map(|(_, s)| *s)
-            .min()
+        self.entries(key_id).filter_map(|(i, _)| self.caps[i]).max()
     }
 
-    /// Whether the bundle's own entries for `key_id` let it sign at `size` (rotations aside).
-    fn bundle_valid(&self, key_id: u32, size: u64) -> bool {
+    /// The bundle entries of `key_id` (under the origin), with their positions.
+    fn entries(&self, key_id: u32) -> impl Iterator<Item = (usize, &ResolvedKey)> {
         let origin = self.trust.origin();
         self.trust
             .keys
             .iter()
-            .any(|k| k.id == key_id && k.entry.name == origin && k.valid_at(size))
-    }
-
-    /// Whether the bundle itself schedules `key_id` to take over at `size` or later (an
-    /// entry from there on): a rotation at `size` does not retire such a key.
-    fn bundle_schedules_from(&self, key_id: u32, size: u64) -> bool {
-        let origin = self.trust.origin();
-        self.trust
-            .keys
-            .iter()
-            .any(|k| k.id == key_id && k.entry.name == origin && k.entry.valid_from_size >= size)
+            .enumerate()
+            .filter(move |(_, k)| k.id == key_id && k.entry.name == origin)
     }
 
     /// Whether `key_id` may sign a checkpoint of `size`.
     fn valid(&self, key_id: u32, size: u64) -> bool {
-        let by_bundle =
-            self.bundle_valid(key_id, size) && self.retired_after(key_id).is_none_or(|n| size <= n);
-        // A learned key stays within the bundle's range for it, if the bundle lists it.
-        let origin = self.trust.origin();
-        let listed: Vec<&ResolvedKey> = self
-            .trust
-            .keys
-            .iter()
-            .filter(|k| k.id == key_id && k.entry.name == origin)
-            .collect();
-        let cap = if listed.is_empty() || listed.iter().any(|k| k.entry.valid_to_size.is_none()) {
-            None
-        } else {
-            listed.iter().filter_map(|k| k.entry.valid_to_size).max()
-        };
-        let by_rotation = self.learned.iter().any(|k| {
-            k.id == key_id
-                && size >= k.from_size
-                && k.to_size.is_none_or(|to| size <= to)
-                && cap.is_none_or(|to| size <= to)
-        });
-        by_bundle || by_rotation
+        self.entries(key_id)
+            .any(|(i, k)| k.valid_at(size) && self.caps[i].is_none_or(|cap| size <= cap))
+            || self.learned.iter().any(|k| {
+                k.id == key_id && size >= k.from_size && k.to_size.is_none_or(|to| size <= to)
+            })
     }
 
     /// Checks a checkpoint's signatures against the bundle and the accepted rotations, as
@@ -405,11 +376,9 @@ impl Keyring {
                 return None;
             }
             let key = self
-                .trust
-                .keys
-                .iter()
-                .find(|k| k.id == sig.key_id && k.entry.name == sig.name)
-                .map(|k| &k.key)
+                .entries(sig.key_id)
+                .map(|(_, k)| &k.key)
+                .next()
                 .or_else(|| {
                     self.learned
                         .iter()
@@ -453,42 +422,59 @@ impl Keyring {
                 },
             );
         }
-        let vouched = self.bundle_valid(new_id, size)
-            || match self.verify(sc) {
-                SignatureVerdict::Trusted { key_ids } => key_ids.iter().any(|id| {
-                    *id != new_id && self.current.is_none_or(|(current, _)| current == *id)
-                }),
-                _ => false,
-            };
-        if !vouched {
+        let signers = match self.verify(sc) {
+            SignatureVerdict::Trusted { key_ids } => key_ids,
+            _ => Vec::new(),
+        };
+        let by_current = signers.iter().any(|id| {
+            *id != new_id
+                && match self.current {
+                    Some((current, _)) => current == *id,
+                    None => self.entries(*id).any(|(_, k)| {
+                        k.valid_at(size) && k.entry.valid_to_size.is_none_or(|to| to > size)
+                    }),
+                }
+        });
+        let scheduled = self.entries(new_id).any(|(i, k)| {
+            k.key == *new_key && k.entry.valid_from_size == size && self.caps[i].is_none()
+        });
+        if !(by_current || scheduled) {
             return refuse(
                 self,
                 RotationRefused::NotSignedByOldKey { new_key_id: new_id },
             );
         }
-        let others: Vec<u32> = self
+        // Retire every range of another key that started at or before `size`.
+        for (i, k) in self.trust.keys.iter().enumerate() {
+            if k.id != new_id && k.entry.valid_from_size <= size {
+                self.caps[i] = Some(self.caps[i].map_or(size, |c| c.min(size)));
+            }
+        }
+        for k in self.learned.iter_mut().filter(|k| k.id != new_id) {
+            k.to_size = Some(k.to_size.map_or(size, |to| to.min(size)).max(k.from_size));
+        }
+        // Within the history the bundle describes, it also bounds the new key's range.
+        let horizon = self
             .trust
             .keys
             .iter()
-            .map(|k| k.id)
-            .chain(self.learned.iter().map(|k| k.id))
-            .filter(|id| *id != new_id && !self.bundle_schedules_from(*id, size))
-            .collect();
-        for id in others {
-            if self.retired_after(id).is_none_or(|n| n > size) {
-                self.retired.push((id, size));
-            }
-            for k in self.learned.iter_mut().filter(|k| k.id == id) {
-                if k.to_size.is_none_or(|to| to > size) {
-                    k.to_size = Some(size.max(k.from_size));
-                }
-            }
-        }
+            .map(|k| k.entry.valid_from_size)
+            .max()
+            .unwrap_or(0);
+        let listed: Vec<&ResolvedKey> = self.entries(new_id).map(|(_, k)| k).collect();
+        let to_size = if listed.is_empty() || size > horizon {
+            None
+        } else {
+            listed
+                .iter()
+                .find(|k| k.valid_at(size))
+                .map_or(Some(size), |k| k.entry.valid_to_size)
+        };
         self.learned.push(LearnedKey {
             id: new_id,
             key: new_key.clone(),
             from_size: size,
-            to_size: None,
+            to_size,
         });
         self.current = Some((new_id, size));
         self.refused.retain(|(k, _)| k.key_id(&origin) != new_id);
@@ -738,5 +724,127 @@ mod tests {
             vec![TrustedKey::new("other.example/log", &a.public(), 0)],
         );
         assert!(Trust::from_bundle(bundle).is_err());
+    }
+    fn ranged(key: &Key, from: u64, to: Option<u64>) -> TrustedKey {
+        let mut k = TrustedKey::new(ORIGIN, &key.public(), from);
+        k.valid_to_size = to;
+        k
+    }
+
+    fn trusted(ring: &Keyring, size: u64, by: &Key) -> bool {
+        matches!(
+            ring.verify(&signed(cp(size, 99, None), &[by])),
+            SignatureVerdict::Trusted { .. }
+        )
+    }
+
+    #[test]
+    fn a_retired_key_cannot_name_itself_again() {
+        // Pinned: the original bundle, A open-ended.
+        let (a, b, x) = (Key::new(1), Key::new(2), Key::new(3));
+        let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
+        ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
+            .unwrap();
+        let back = signed(cp(20, 3, Some(a.public())), &[&a]);
+        assert!(ring.rotate(&back).is_err());
+        assert!(!trusted(&ring, 25, &a));
+        // Pinned: the exported history; the holder of A tries A, then a key of theirs.
+        let mut ring = super::Keyring::new(
+            Trust::from_bundle(TrustBundle::new(
+                ORIGIN,
+                vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)],
+            ))
+            .unwrap(),
+        );
+        ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
+            .unwrap();
+        assert!(
+            ring.rotate(&signed(cp(10, 3, Some(a.public())), &[&a]))
+                .is_err()
+        );
+        assert!(
+            ring.rotate(&signed(cp(10, 4, Some(x.public())), &[&a, &x]))
+                .is_err()
+        );
+        assert!(trusted(&ring, 12, &b) && !trusted(&ring, 12, &x));
+    }
+
+    #[test]
+    fn a_key_whose_range_ends_cannot_vouch_for_another_successor() {
+        // Before any rotation: A ends at 10 in the bundle, which schedules B there.
+        let (a, b, x) = (Key::new(1), Key::new(2), Key::new(3));
+        let bundle = vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)];
+        let mut ring =
+            super::Keyring::new(Trust::from_bundle(TrustBundle::new(ORIGIN, bundle)).unwrap());
+        assert!(
+            ring.rotate(&signed(cp(10, 2, Some(x.public())), &[&a, &x]))
+                .is_err()
+        );
+        assert!(!trusted(&ring, 12, &x));
+        ring.rotate(&signed(cp(10, 3, Some(b.public())), &[&a, &b]))
+            .unwrap();
+        assert!(trusted(&ring, 12, &b));
+    }
+
+    #[test]
+    fn retirement_ends_every_earlier_range() {
+        let (a, b, c) = (Key::new(1), Key::new(2), Key::new(3));
+        // Two rotations at one size, the bundle exported between them.
+        let mut ring = super::Keyring::new(
+            Trust::from_bundle(TrustBundle::new(
+                ORIGIN,
+                vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)],
+            ))
+            .unwrap(),
+        );
+        ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
+            .unwrap();
+        ring.rotate(&signed(cp(10, 3, Some(c.public())), &[&b, &c]))
+            .unwrap();
+        assert!(!trusted(&ring, 15, &b) && trusted(&ring, 15, &c));
+        // An exported history with a rotation back and forth: no gap reopens.
+        let mut ring = super::Keyring::new(
+            Trust::from_bundle(TrustBundle::new(
+                ORIGIN,
+                vec![
+                    ranged(&a, 0, Some(10)),
+                    ranged(&b, 10, Some(20)),
+                    ranged(&a, 20, Some(30)),
+                    ranged(&b, 30, None),
+                ],
+            ))
+            .unwrap(),
+        );
+        for (size, from, to) in [(10, &a, &b), (20, &b, &a), (30, &a, &b)] {
+            ring.rotate(&signed(cp(size, size, Some(to.public())), &[from, to]))
+                .unwrap();
+        }
+        for (size, key, want) in [
+            (25, &b, false),
+            (25, &a, true),
+            (35, &b, true),
+            (35, &a, false),
+        ] {
+            assert_eq!(trusted(&ring, size, key), want, "size {size}");
+        }
+    }
+
+    #[test]
+    fn rotations_past_the_bundle_history_are_not_bounded_by_it() {
+        // Pinned: the history exported after A→B; the log later rotates back to A.
+        let (a, b) = (Key::new(1), Key::new(2));
+        let mut ring = super::Keyring::new(
+            Trust::from_bundle(TrustBundle::new(
+                ORIGIN,
+                vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)],
+            ))
+            .unwrap(),
+        );
+        ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
+            .unwrap();
+        ring.rotate(&signed(cp(20, 3, Some(a.public())), &[&b, &a]))
+            .unwrap();
+        assert!(trusted(&ring, 25, &a) && !trusted(&ring, 25, &b));
+        assert!(!trusted(&ring, 15, &a));
     }
 }

@@ -147,7 +147,7 @@ impl Fence {
     pub async fn recover(
         &self,
         state: &Mutex<State>,
-        key: &dyn KeyBackend,
+        keys: &[&dyn KeyBackend],
         origin: &str,
     ) -> Result<(), Error> {
         let lock = || {
@@ -215,13 +215,10 @@ impl Fence {
                 return Ok(());
             };
             let cp = SignedCheckpoint::parse(&held).ok();
+            // Signed by one of our keys (during a rotation, the old or the new one).
             let ours = cp.as_ref().is_some_and(|cp| {
-                let public = key.public_key();
                 cp.checkpoint.origin == origin
-                    && cp.signatures.iter().any(|s| {
-                        s.key_id == public.key_id(origin)
-                            && public.verify(cp.text(), &s.signature).is_ok()
-                    })
+                    && keys.iter().any(|k| cp.signed_by(origin, k.public_key()))
             });
             let adopted = match cp {
                 Some(cp) if ours => {
@@ -255,24 +252,31 @@ impl Fence {
 /// leave the log unable to start fenced again: refused.
 pub const MARKER_FILE: &str = "fenced";
 
-/// Refuses to go on without a fence where one was used (see [`MARKER_FILE`]).
+/// Refuses to go on without a fence, or with another one, where one was used (see
+/// [`MARKER_FILE`]).
 pub fn check_marker(state_dir: &std::path::Path, fence: Option<&Fence>) -> Result<(), Error> {
-    if fence.is_some() {
-        return Ok(());
-    }
-    match std::fs::read_to_string(state_dir.join(MARKER_FILE)) {
-        Ok(location) => Err(Error::Config(format!(
-            "this log is fenced ({}): give the same --fence",
-            location.trim()
+    let recorded = match std::fs::read_to_string(state_dir.join(MARKER_FILE)) {
+        Ok(location) => location.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    match fence {
+        Some(f) if f.describe() == recorded => Ok(()),
+        Some(f) => Err(Error::Config(format!(
+            "this log is fenced at {recorded}, not at {}: give the same --fence",
+            f.describe()
         ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e.into()),
+        None => Err(Error::Config(format!(
+            "this log is fenced ({recorded}): give the same --fence"
+        ))),
     }
 }
 
-/// Records that `fence` is in use (see [`MARKER_FILE`]); durable before anything is signed.
+/// Records that `fence` is in use (see [`MARKER_FILE`]), before its first record is
+/// written: a crash cannot leave a fenced log whose state forgot its fence.
 pub fn write_marker(state_dir: &std::path::Path, fence: &Fence) -> Result<(), Error> {
     use std::io::Write as _;
+    check_marker(state_dir, Some(fence))?;
     let path = state_dir.join(MARKER_FILE);
     if path.exists() {
         return Ok(());

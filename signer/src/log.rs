@@ -150,7 +150,7 @@ impl Log {
         }
         let rate = config.max_signatures_per_second;
         if !(rate == 0.0 || (rate.is_finite() && rate >= MIN_SIGNATURES_PER_SECOND))
-            || config.signature_burst == 0
+            || (rate > 0.0 && config.signature_burst == 0)
         {
             return Err(Error::Config(format!(
                 "max signatures per second {rate}: 0 (no budget) or at least \
@@ -439,11 +439,11 @@ impl Committer {
     /// Fence checks, cut of uncommitted stored hashes, dedupe window.
     async fn init(&mut self) -> Result<(), Error> {
         if let Some(fence) = self.config.fence.clone() {
-            fence
-                .recover(&self.state, self.key.as_ref(), &self.origin)
-                .await?;
             let dir = self.lock_state()?.dir().to_path_buf();
             crate::fence::write_marker(&dir, &fence)?;
+            fence
+                .recover(&self.state, &[self.key.as_ref()], &self.origin)
+                .await?;
         }
         let state = self.state.clone();
         let limit = self.config.dedupe_window;

@@ -155,13 +155,10 @@ impl KeyArgs {
 struct PublishArgs {
     /// Where verifiers read the trail (the segment store: s3://bucket[/prefix] or a
     /// directory): the rotation checkpoint is written there as
-    /// <prefix>checkpoints/<size>-<hash>.note, the only way verifiers holding the old
-    /// trust bundle learn the new key.
-    #[arg(long, required_unless_present = "no_publish")]
-    publish: Option<String>,
-    /// Do not publish the rotation checkpoint (verifiers then need the new trust bundle).
+    /// <prefix>checkpoints/<size>-<hash>.note. Required: no segment carries a rotation, and
+    /// without it the checkpoints after the rotation link to one no verifier can read.
     #[arg(long)]
-    no_publish: bool,
+    publish: String,
     /// S3 endpoint override for --publish.
     #[arg(long)]
     publish_s3_endpoint: Option<String>,
@@ -180,10 +177,8 @@ struct PublishArgs {
 }
 
 impl PublishArgs {
-    async fn store(&self) -> anyhow::Result<Option<(Arc<dyn ObjectStore>, String)>> {
-        let Some(location) = &self.publish else {
-            return Ok(None);
-        };
+    async fn store(&self) -> anyhow::Result<(Arc<dyn ObjectStore>, String)> {
+        let location = &self.publish;
         let s3 = S3Options {
             endpoint: self.publish_s3_endpoint.clone(),
             path_style: self.publish_s3_path_style,
@@ -191,7 +186,7 @@ impl PublishArgs {
             lock_mode: self.publish_lock_mode,
             retention_days: self.publish_retention_days,
         };
-        Ok(Some(open_store("--publish", location, s3).await?))
+        open_store("--publish", location, s3).await
     }
 }
 
@@ -486,18 +481,13 @@ async fn main() -> anyhow::Result<()> {
                 ids(old.as_ref()),
                 ids(new.as_ref())
             );
-            if let Some((store, prefix)) = publish {
-                let key = checkpoint::object_key(&prefix, &rotation);
-                store
-                    .put_new(&key, &rotation.to_bytes())
-                    .await
-                    .with_context(|| format!("publish {key} (run rotate again to retry)"))?;
-                eprintln!("published {key} in {}", store.describe());
-            } else {
-                eprintln!(
-                    "not published: give verifiers the new trust bundle (export-trust --state-dir)"
-                );
-            }
+            let (store, prefix) = publish;
+            let key = checkpoint::object_key(&prefix, &rotation);
+            store
+                .put_new(&key, &rotation.to_bytes())
+                .await
+                .with_context(|| format!("publish {key} (run rotate again to retry)"))?;
+            eprintln!("published {key} in {}", store.describe());
         }
         Command::ExportTrust {
             origin,

@@ -9,10 +9,11 @@
 //! can no longer extend the log, even if someone starts a signer with it.
 //!
 //! Verifiers learn the new key from that checkpoint alone ([`sealtrail_core::trust::Keyring`]):
-//! it must be stored where they read (`rotate --publish`, as
+//! it must be stored where they read (`rotate --publish`, required, as
 //! `checkpoints/<size>-<hash>.note`), since no segment carries a checkpoint that adds no
-//! leaf. Or they are given a new trust bundle: `keys.json` in the state directory is the
-//! log's key history with each key's validity range, which `export-trust` writes.
+//! leaf and the chain runs through it. `keys.json` in the state directory is the log's key
+//! history with each key's validity range, which `export-trust` writes for verifiers that
+//! want to pin every key.
 //!
 //! Crash safety: the rotation checkpoint is durable before `keys.json` is updated, and
 //! `keys.json` is brought in line with the newest checkpoint at every start
@@ -211,8 +212,8 @@ pub async fn rotate(
     };
     crate::fence::check_marker(lock()?.dir(), fence)?;
     if let Some(fence) = fence {
-        fence.recover(&state, old, origin).await?;
         crate::fence::write_marker(lock()?.dir(), fence)?;
+        fence.recover(&state, &[old, new], origin).await?;
     }
     let (checkpoint, seq) = {
         let mut s = lock()?;

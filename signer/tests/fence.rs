@@ -379,6 +379,22 @@ async fn two_signers_one_s3_bucket_and_a_fenced_rotation() {
         .unwrap_err();
     assert!(err.to_string().contains("this log is fenced"), "{err}");
 
+    // Nor with another fence: the protection would be split across two.
+    let elsewhere = CommitConfig {
+        fence: Some(Fence::new(store.clone(), "elsewhere/")),
+        ..CommitConfig::default()
+    };
+    let other = Log::start(
+        State::open_uncut(&dir.path().join("a")).unwrap(),
+        ORIGIN,
+        new.clone(),
+        elsewhere,
+    );
+    assert!(
+        matches!(&other, Err(Error::Config(m)) if m.contains("this log is fenced at")),
+        "a second fence location was accepted"
+    );
+
     // A restarts with the new key and goes on; with the old key it is refused.
     let (old_a, ok) = start_with(&dir.path().join("a"), key.clone(), fence.clone()).await;
     assert!(
