@@ -256,6 +256,13 @@ pub enum RotationRefused {
     NotSignedByOldKey { new_key_id: u32 },
     /// Its size is below that of a rotation already accepted.
     Stale { new_key_id: u32, accepted_at: u64 },
+    /// It names the key that already signs.
+    AlreadyCurrent { new_key_id: u32 },
+    /// A signature line from a known key on it does not verify.
+    BadSignature { new_key_id: u32, key_id: u32 },
+    /// Within the history the trust bundle describes (below its last takeover), it is not
+    /// one of the rotations the bundle lists.
+    NotInBundle { new_key_id: u32 },
 }
 
 impl std::fmt::Display for RotationRefused {
@@ -275,6 +282,17 @@ impl std::fmt::Display for RotationRefused {
             } => write!(
                 f,
                 "rotation to key {new_key_id:08x} comes before the rotation already accepted at size {accepted_at}"
+            ),
+            Self::AlreadyCurrent { new_key_id } => {
+                write!(f, "rotation to key {new_key_id:08x}, which already signs")
+            }
+            Self::BadSignature { new_key_id, key_id } => write!(
+                f,
+                "rotation to key {new_key_id:08x} carries a signature of key {key_id:08x} that does not verify"
+            ),
+            Self::NotInBundle { new_key_id } => write!(
+                f,
+                "rotation to key {new_key_id:08x} within the history the trust bundle lists, which does not list it"
             ),
         }
     }
@@ -422,23 +440,52 @@ impl Keyring {
                 },
             );
         }
+        if self.current.is_some_and(|(current, _)| current == new_id) {
+            return refuse(self, RotationRefused::AlreadyCurrent { new_key_id: new_id });
+        }
         let signers = match self.verify(sc) {
             SignatureVerdict::Trusted { key_ids } => key_ids,
+            SignatureVerdict::BadSignature { key_id } => {
+                return refuse(
+                    self,
+                    RotationRefused::BadSignature {
+                        new_key_id: new_id,
+                        key_id,
+                    },
+                );
+            }
             _ => Vec::new(),
         };
+        // The bundle's own entry for K starting here (capped at most here, by an earlier
+        // rotation at this very size).
+        let scheduled = self
+            .entries(new_id)
+            .find(|(i, k)| {
+                k.key == *new_key
+                    && k.entry.valid_from_size == size
+                    && self.caps[*i].is_none_or(|cap| cap >= size)
+            })
+            .map(|(_, k)| k.entry.valid_to_size);
+        // Within the history the bundle describes, only the rotations it lists.
+        let horizon = self
+            .trust
+            .keys
+            .iter()
+            .map(|k| k.entry.valid_from_size)
+            .max()
+            .unwrap_or(0);
+        if size < horizon && scheduled.is_none() {
+            return refuse(self, RotationRefused::NotInBundle { new_key_id: new_id });
+        }
+        // A voucher must still be valid after the rotation's size: a key whose range ends
+        // here is the one being replaced, not one that may choose its successor.
         let by_current = signers.iter().any(|id| {
             *id != new_id
-                && match self.current {
-                    Some((current, _)) => current == *id,
-                    None => self.entries(*id).any(|(_, k)| {
-                        k.valid_at(size) && k.entry.valid_to_size.is_none_or(|to| to > size)
-                    }),
-                }
+                && self.valid(*id, size)
+                && self.valid(*id, size.saturating_add(1))
+                && self.current.is_none_or(|(current, _)| current == *id)
         });
-        let scheduled = self.entries(new_id).any(|(i, k)| {
-            k.key == *new_key && k.entry.valid_from_size == size && self.caps[i].is_none()
-        });
-        if !(by_current || scheduled) {
+        if !(by_current || scheduled.is_some()) {
             return refuse(
                 self,
                 RotationRefused::NotSignedByOldKey { new_key_id: new_id },
@@ -453,23 +500,9 @@ impl Keyring {
         for k in self.learned.iter_mut().filter(|k| k.id != new_id) {
             k.to_size = Some(k.to_size.map_or(size, |to| to.min(size)).max(k.from_size));
         }
-        // Within the history the bundle describes, it also bounds the new key's range.
-        let horizon = self
-            .trust
-            .keys
-            .iter()
-            .map(|k| k.entry.valid_from_size)
-            .max()
-            .unwrap_or(0);
-        let listed: Vec<&ResolvedKey> = self.entries(new_id).map(|(_, k)| k).collect();
-        let to_size = if listed.is_empty() || size > horizon {
-            None
-        } else {
-            listed
-                .iter()
-                .find(|k| k.valid_at(size))
-                .map_or(Some(size), |k| k.entry.valid_to_size)
-        };
+        // A scheduled key is trusted as far as the bundle schedules it; past the bundle's
+        // history, until a later rotation.
+        let to_size = scheduled.flatten();
         self.learned.push(LearnedKey {
             id: new_id,
             key: new_key.clone(),
@@ -846,5 +879,74 @@ mod tests {
             .unwrap();
         assert!(trusted(&ring, 25, &a) && !trusted(&ring, 25, &b));
         assert!(!trusted(&ring, 15, &a));
+    }
+    fn ring_of(keys: Vec<TrustedKey>) -> Keyring {
+        super::Keyring::new(Trust::from_bundle(TrustBundle::new(ORIGIN, keys)).unwrap())
+    }
+
+    #[test]
+    fn inside_the_pinned_history_only_listed_rotations_count() {
+        let (a, b, c, x) = (Key::new(1), Key::new(2), Key::new(3), Key::new(4));
+        // A retired key mints a key of its own inside the history: refused.
+        let mut ring = ring_of(vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)]);
+        assert_eq!(
+            ring.rotate(&signed(cp(6, 2, Some(x.public())), &[&a, &x])),
+            Err(RotationRefused::NotInBundle { new_key_id: x.id() })
+        );
+        assert!(!trusted(&ring, 1_000_000, &x));
+        // A key at the end of its range re-names itself, then tries to mint: refused.
+        let mut ring = ring_of(vec![
+            ranged(&a, 0, Some(10)),
+            ranged(&b, 10, Some(20)),
+            ranged(&c, 20, None),
+        ]);
+        ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
+            .unwrap();
+        assert_eq!(
+            ring.rotate(&signed(cp(10, 3, Some(b.public())), &[&b])),
+            Err(RotationRefused::AlreadyCurrent { new_key_id: b.id() })
+        );
+        assert!(
+            ring.rotate(&signed(cp(20, 4, Some(x.public())), &[&b, &x]))
+                .is_err()
+        );
+        assert!(!trusted(&ring, 25, &x));
+        ring.rotate(&signed(cp(20, 5, Some(c.public())), &[&b, &c]))
+            .unwrap();
+        assert!(trusted(&ring, 25, &c) && !trusted(&ring, 25, &b));
+    }
+
+    #[test]
+    fn rotating_back_at_the_same_size_with_an_exported_history() {
+        let (a, b) = (Key::new(1), Key::new(2));
+        for bundle in [
+            vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)],
+            vec![
+                ranged(&a, 0, Some(10)),
+                ranged(&b, 10, Some(10)),
+                ranged(&a, 10, None),
+            ],
+        ] {
+            let mut ring = ring_of(bundle);
+            ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
+                .unwrap();
+            ring.rotate(&signed(cp(10, 3, Some(a.public())), &[&b, &a]))
+                .unwrap();
+            assert!(trusted(&ring, 12, &a) && !trusted(&ring, 12, &b));
+        }
+    }
+
+    #[test]
+    fn a_rotation_with_a_failing_known_signature_is_refused() {
+        let (a, b) = (Key::new(1), Key::new(2));
+        let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
+        let mut rotation = signed(cp(10, 2, Some(b.public())), &[&a, &b]);
+        let mut sigs = rotation.signatures.clone();
+        sigs[0].signature[0] ^= 1;
+        rotation = SignedCheckpoint::new(rotation.checkpoint.clone(), sigs).unwrap();
+        assert!(matches!(
+            ring.rotate(&rotation),
+            Err(RotationRefused::BadSignature { .. })
+        ));
     }
 }

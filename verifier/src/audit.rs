@@ -322,6 +322,20 @@ pub async fn verify_store(
                 continue;
             }
         };
+        if !sc.is_rotation() {
+            // Only rotations are stored apart; any other checkpoint here is not the log's.
+            audit.find(
+                FindingKind::UnexpectedObject,
+                None,
+                Some(&obj.key),
+                None,
+                format!(
+                    "a checkpoint of size {} that is not a rotation (only rotation checkpoints are stored under {CHECKPOINTS_PREFIX})",
+                    sc.checkpoint.size
+                ),
+            );
+            continue;
+        }
         let expected_key = checkpoint::object_key(&options.prefix, &sc);
         if expected_key != obj.key {
             let at = sc.checkpoint.size.saturating_sub(1);
@@ -469,7 +483,7 @@ pub async fn verify_store(
             _ if late => Err(format!(
                 "a rotation below the tree size {base_size} an earlier run verified, which that run did not hold (added since)"
             )),
-            SignatureVerdict::BadSignature { .. } | SignatureVerdict::WrongOrigin { .. } => Ok(()),
+            SignatureVerdict::WrongOrigin { .. } => Ok(()),
             _ => keyring.rotate(&info.cp).map_err(|e| e.to_string()),
         };
         let refused_by = match (&verdict, &rotation) {
