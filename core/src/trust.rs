@@ -622,10 +622,7 @@ mod tests {
                 SignatureVerdict::Untrusted { .. }
             ));
             // The old key goes on being trusted: nothing changed.
-            assert!(matches!(
-                ring.verify(&signed(cp(8, 3, None), &[&a])),
-                SignatureVerdict::Trusted { .. }
-            ));
+            assert!(trusted(&ring, 8, &a));
         }
     }
 
@@ -635,12 +632,9 @@ mod tests {
         let mut old = TrustedKey::new(ORIGIN, &a.public(), 0);
         old.valid_to_size = Some(5);
         let ring = ring(vec![old, TrustedKey::new(ORIGIN, &b.public(), 5)]);
+        assert!(trusted(&ring, 8, &b));
         assert!(matches!(
-            ring.verify(&signed(cp(8, 3, None), &[&b])),
-            SignatureVerdict::Trusted { .. }
-        ));
-        assert!(matches!(
-            ring.verify(&signed(cp(8, 3, None), &[&a])),
+            verdict_of(&ring, 8, &a),
             SignatureVerdict::KeyOutOfRange { .. }
         ));
     }
@@ -674,13 +668,10 @@ mod tests {
             Err(RotationRefused::NotSignedByOldKey { new_key_id: c.id() })
         );
         assert!(matches!(
-            ring.verify(&signed(cp(12, 4, None), &[&c])),
+            verdict_of(&ring, 12, &c),
             SignatureVerdict::Untrusted { .. }
         ));
-        assert!(matches!(
-            ring.verify(&signed(cp(12, 4, None), &[&b])),
-            SignatureVerdict::Trusted { .. }
-        ));
+        assert!(trusted(&ring, 12, &b));
         // Nor may a rotation go back below an accepted one, even from the current key.
         assert_eq!(
             ring.rotate(&signed(cp(5, 5, Some(c.public())), &[&b, &c])),
@@ -704,13 +695,10 @@ mod tests {
             .unwrap();
         // The bundle ends B at 20: a rotation that named B does not extend it.
         assert!(matches!(
-            ring.verify(&signed(cp(500, 9, None), &[&b])),
+            verdict_of(&ring, 500, &b),
             SignatureVerdict::KeyOutOfRange { .. }
         ));
-        assert!(matches!(
-            ring.verify(&signed(cp(500, 9, None), &[&c])),
-            SignatureVerdict::Trusted { .. }
-        ));
+        assert!(trusted(&ring, 500, &c));
     }
 
     #[test]
@@ -743,10 +731,7 @@ mod tests {
         let mut ring = ring(vec![TrustedKey::new(ORIGIN, &b.public(), 10)]);
         ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
             .unwrap();
-        assert!(matches!(
-            ring.verify(&signed(cp(12, 3, None), &[&b])),
-            SignatureVerdict::Trusted { .. }
-        ));
+        assert!(trusted(&ring, 12, &b));
     }
 
     #[test]
@@ -764,11 +749,12 @@ mod tests {
         k
     }
 
+    fn verdict_of(ring: &Keyring, size: u64, by: &Key) -> SignatureVerdict {
+        ring.verify(&signed(cp(size, 99, None), &[by]))
+    }
+
     fn trusted(ring: &Keyring, size: u64, by: &Key) -> bool {
-        matches!(
-            ring.verify(&signed(cp(size, 99, None), &[by])),
-            SignatureVerdict::Trusted { .. }
-        )
+        matches!(verdict_of(ring, size, by), SignatureVerdict::Trusted { .. })
     }
 
     #[test]
