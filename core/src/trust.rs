@@ -561,14 +561,15 @@ mod tests {
         SignedCheckpoint::new(cp, sigs).unwrap()
     }
 
-    fn ring(keys: Vec<TrustedKey>) -> Keyring {
+    /// A keyring pinning `keys`.
+    fn pinned(keys: Vec<TrustedKey>) -> Keyring {
         Keyring::new(Trust::from_bundle(TrustBundle::new(ORIGIN, keys)).unwrap())
     }
 
     #[test]
     fn cross_signed_rotation_moves_trust() {
         let (a, b) = (Key::new(1), Key::new(2));
-        let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
+        let mut ring = pinned(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
         let before = signed(cp(5, 1, None), &[&a]);
         assert!(matches!(
             ring.verify(&before),
@@ -612,7 +613,7 @@ mod tests {
                 RotationRefused::NotSignedByOldKey { new_key_id: b.id() },
             ),
         ] {
-            let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
+            let mut ring = pinned(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
             let rotation = signed(cp(5, 2, Some(b.public())), &by);
             assert_eq!(ring.rotate(&rotation), Err(want));
             let after = signed(cp(8, 3, None), &[&b]);
@@ -631,7 +632,7 @@ mod tests {
         let (a, b) = (Key::new(1), Key::new(2));
         let mut old = TrustedKey::new(ORIGIN, &a.public(), 0);
         old.valid_to_size = Some(5);
-        let ring = ring(vec![old, TrustedKey::new(ORIGIN, &b.public(), 5)]);
+        let ring = pinned(vec![old, TrustedKey::new(ORIGIN, &b.public(), 5)]);
         assert!(trusted(&ring, 8, &b));
         assert!(matches!(
             verdict_of(&ring, 8, &a),
@@ -658,7 +659,7 @@ mod tests {
     #[test]
     fn a_retired_key_cannot_rotate_again() {
         let (a, b, c) = (Key::new(1), Key::new(2), Key::new(3));
-        let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
+        let mut ring = pinned(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
         ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
             .unwrap();
         // The retired key, still valid at size 10, tries a second rotation at that size.
@@ -690,7 +691,7 @@ mod tests {
         let mut kb = TrustedKey::new(ORIGIN, &b.public(), 10);
         kb.valid_to_size = Some(20);
         let kc = TrustedKey::new(ORIGIN, &c.public(), 20);
-        let mut ring = ring(vec![ka, kb, kc]);
+        let mut ring = pinned(vec![ka, kb, kc]);
         ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
             .unwrap();
         // The bundle ends B at 20: a rotation that named B does not extend it.
@@ -704,7 +705,7 @@ mod tests {
     #[test]
     fn rotating_back_does_not_reopen_the_gap() {
         let (a, b) = (Key::new(1), Key::new(2));
-        let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
+        let mut ring = pinned(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
         ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
             .unwrap();
         ring.rotate(&signed(cp(20, 3, Some(a.public())), &[&b, &a]))
@@ -728,7 +729,7 @@ mod tests {
     fn a_rotation_to_a_key_the_bundle_trusts_is_accepted() {
         // The bundle kept only the new key: the old signature cannot be checked, and need not.
         let (a, b) = (Key::new(1), Key::new(2));
-        let mut ring = ring(vec![TrustedKey::new(ORIGIN, &b.public(), 10)]);
+        let mut ring = pinned(vec![TrustedKey::new(ORIGIN, &b.public(), 10)]);
         ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
             .unwrap();
         assert!(trusted(&ring, 12, &b));
@@ -761,20 +762,14 @@ mod tests {
     fn a_retired_key_cannot_name_itself_again() {
         // Pinned: the original bundle, A open-ended.
         let (a, b, x) = (Key::new(1), Key::new(2), Key::new(3));
-        let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
+        let mut ring = pinned(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
         ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
             .unwrap();
         let back = signed(cp(20, 3, Some(a.public())), &[&a]);
         assert!(ring.rotate(&back).is_err());
         assert!(!trusted(&ring, 25, &a));
         // Pinned: the exported history; the holder of A tries A, then a key of theirs.
-        let mut ring = super::Keyring::new(
-            Trust::from_bundle(TrustBundle::new(
-                ORIGIN,
-                vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)],
-            ))
-            .unwrap(),
-        );
+        let mut ring = pinned(vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)]);
         ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
             .unwrap();
         assert!(
@@ -792,9 +787,7 @@ mod tests {
     fn a_key_whose_range_ends_cannot_vouch_for_another_successor() {
         // Before any rotation: A ends at 10 in the bundle, which schedules B there.
         let (a, b, x) = (Key::new(1), Key::new(2), Key::new(3));
-        let bundle = vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)];
-        let mut ring =
-            super::Keyring::new(Trust::from_bundle(TrustBundle::new(ORIGIN, bundle)).unwrap());
+        let mut ring = pinned(vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)]);
         assert!(
             ring.rotate(&signed(cp(10, 2, Some(x.public())), &[&a, &x]))
                 .is_err()
@@ -809,31 +802,19 @@ mod tests {
     fn retirement_ends_every_earlier_range() {
         let (a, b, c) = (Key::new(1), Key::new(2), Key::new(3));
         // Two rotations at one size, the bundle exported between them.
-        let mut ring = super::Keyring::new(
-            Trust::from_bundle(TrustBundle::new(
-                ORIGIN,
-                vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)],
-            ))
-            .unwrap(),
-        );
+        let mut ring = pinned(vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)]);
         ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
             .unwrap();
         ring.rotate(&signed(cp(10, 3, Some(c.public())), &[&b, &c]))
             .unwrap();
         assert!(!trusted(&ring, 15, &b) && trusted(&ring, 15, &c));
         // An exported history with a rotation back and forth: no gap reopens.
-        let mut ring = super::Keyring::new(
-            Trust::from_bundle(TrustBundle::new(
-                ORIGIN,
-                vec![
-                    ranged(&a, 0, Some(10)),
-                    ranged(&b, 10, Some(20)),
-                    ranged(&a, 20, Some(30)),
-                    ranged(&b, 30, None),
-                ],
-            ))
-            .unwrap(),
-        );
+        let mut ring = pinned(vec![
+            ranged(&a, 0, Some(10)),
+            ranged(&b, 10, Some(20)),
+            ranged(&a, 20, Some(30)),
+            ranged(&b, 30, None),
+        ]);
         for (size, from, to) in [(10, &a, &b), (20, &b, &a), (30, &a, &b)] {
             ring.rotate(&signed(cp(size, size, Some(to.public())), &[from, to]))
                 .unwrap();
@@ -852,13 +833,7 @@ mod tests {
     fn rotations_past_the_bundle_history_are_not_bounded_by_it() {
         // Pinned: the history exported after A→B; the log later rotates back to A.
         let (a, b) = (Key::new(1), Key::new(2));
-        let mut ring = super::Keyring::new(
-            Trust::from_bundle(TrustBundle::new(
-                ORIGIN,
-                vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)],
-            ))
-            .unwrap(),
-        );
+        let mut ring = pinned(vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)]);
         ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
             .unwrap();
         ring.rotate(&signed(cp(20, 3, Some(a.public())), &[&b, &a]))
@@ -866,22 +841,19 @@ mod tests {
         assert!(trusted(&ring, 25, &a) && !trusted(&ring, 25, &b));
         assert!(!trusted(&ring, 15, &a));
     }
-    fn ring_of(keys: Vec<TrustedKey>) -> Keyring {
-        super::Keyring::new(Trust::from_bundle(TrustBundle::new(ORIGIN, keys)).unwrap())
-    }
 
     #[test]
     fn inside_the_pinned_history_only_listed_rotations_count() {
         let (a, b, c, x) = (Key::new(1), Key::new(2), Key::new(3), Key::new(4));
         // A retired key mints a key of its own inside the history: refused.
-        let mut ring = ring_of(vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)]);
+        let mut ring = pinned(vec![ranged(&a, 0, Some(10)), ranged(&b, 10, None)]);
         assert_eq!(
             ring.rotate(&signed(cp(6, 2, Some(x.public())), &[&a, &x])),
             Err(RotationRefused::NotInBundle { new_key_id: x.id() })
         );
         assert!(!trusted(&ring, 1_000_000, &x));
         // A key at the end of its range re-names itself, then tries to mint: refused.
-        let mut ring = ring_of(vec![
+        let mut ring = pinned(vec![
             ranged(&a, 0, Some(10)),
             ranged(&b, 10, Some(20)),
             ranged(&c, 20, None),
@@ -913,7 +885,7 @@ mod tests {
                 ranged(&a, 10, None),
             ],
         ] {
-            let mut ring = ring_of(bundle);
+            let mut ring = pinned(bundle);
             ring.rotate(&signed(cp(10, 2, Some(b.public())), &[&a, &b]))
                 .unwrap();
             ring.rotate(&signed(cp(10, 3, Some(a.public())), &[&b, &a]))
@@ -925,7 +897,7 @@ mod tests {
     #[test]
     fn a_rotation_with_a_failing_known_signature_is_refused() {
         let (a, b) = (Key::new(1), Key::new(2));
-        let mut ring = ring(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
+        let mut ring = pinned(vec![TrustedKey::new(ORIGIN, &a.public(), 0)]);
         let mut rotation = signed(cp(10, 2, Some(b.public())), &[&a, &b]);
         let mut sigs = rotation.signatures.clone();
         sigs[0].signature[0] ^= 1;

@@ -1,7 +1,6 @@
 //! `sealtrail-ingester`: parses configuration and runs the webhook.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -11,8 +10,8 @@ use sealtrail_ingester::{
     Config, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IN_FLIGHT_BYTES,
     DEFAULT_MAX_IN_FLIGHT_REQUESTS, ServerTls,
 };
-use sealtrail_store::s3::{LockMode, S3Config, S3Store};
-use sealtrail_store::{LocalDirStore, Location, ObjectStore};
+use sealtrail_store::s3::LockMode;
+use sealtrail_store::{Location, S3Settings};
 
 #[derive(Parser)]
 #[command(
@@ -112,28 +111,31 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     sealtrail_ops::init_logging(cli.log_json);
-    let (store, prefix): (Arc<dyn ObjectStore>, String) = match Location::parse(&cli.store)? {
-        Location::Dir(dir) => (
-            Arc::new(
-                LocalDirStore::open(&dir).with_context(|| format!("store {}", dir.display()))?,
-            ),
-            cli.prefix.clone(),
-        ),
-        Location::S3 { bucket, prefix } => {
-            if !cli.prefix.is_empty() {
-                anyhow::bail!("give the S3 prefix in the URL (s3://bucket/prefix), not --prefix");
-            }
-            let mut cfg = S3Config::new(bucket, Duration::from_secs(cli.retention_days * 86_400));
-            cfg.endpoint = cli.s3_endpoint.clone();
-            cfg.force_path_style = cli.s3_path_style;
-            cfg.region = cli.s3_region.clone();
-            cfg.lock_mode = cli.lock_mode;
-            let store = S3Store::connect(cfg).await?;
-            // Refuse to run on a bucket that cannot keep evidence.
-            store.check_object_lock().await?;
-            (Arc::new(store), prefix)
-        }
+    let location = Location::parse(&cli.store)?;
+    let is_dir = matches!(location, Location::Dir(_));
+    if !is_dir && !cli.prefix.is_empty() {
+        anyhow::bail!("give the S3 prefix in the URL (s3://bucket/prefix), not --prefix");
+    }
+    let opened = location
+        .open(S3Settings {
+            endpoint: cli.s3_endpoint.clone(),
+            force_path_style: cli.s3_path_style,
+            region: cli.s3_region.clone(),
+            lock_mode: cli.lock_mode,
+            retention: Duration::from_secs(cli.retention_days * 86_400),
+        })
+        .await
+        .with_context(|| format!("store {}", cli.store))?;
+    if let Some(s3) = &opened.s3 {
+        // Refuse to run on a bucket that cannot keep evidence.
+        s3.check_object_lock().await?;
+    }
+    let prefix = if is_dir {
+        cli.prefix.clone()
+    } else {
+        opened.prefix
     };
+    let store = opened.store;
     let listener = tokio::net::TcpListener::bind(&cli.listen)
         .await
         .with_context(|| format!("listen on {}", cli.listen))?;

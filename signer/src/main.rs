@@ -15,8 +15,8 @@ use sealtrail_signer::pkcs11::{Pin, Pkcs11Config, Pkcs11Key};
 use sealtrail_signer::rotation;
 use sealtrail_signer::state::State;
 use sealtrail_signer::{CommitConfig, Config, DevKeyFile, Fence, KeyBackend, TlsFiles};
-use sealtrail_store::s3::{LockMode, S3Config, S3Store};
-use sealtrail_store::{LocalDirStore, Location, ObjectStore};
+use sealtrail_store::s3::LockMode;
+use sealtrail_store::{Location, ObjectStore, S3Settings};
 
 #[derive(Parser)]
 #[command(
@@ -179,24 +179,15 @@ struct PublishArgs {
 impl PublishArgs {
     async fn store(&self) -> anyhow::Result<(Arc<dyn ObjectStore>, String)> {
         let location = &self.publish;
-        let s3 = S3Options {
+        let s3 = S3Settings {
             endpoint: self.publish_s3_endpoint.clone(),
-            path_style: self.publish_s3_path_style,
+            force_path_style: self.publish_s3_path_style,
             region: self.publish_s3_region.clone(),
             lock_mode: self.publish_lock_mode,
-            retention_days: self.publish_retention_days,
+            retention: Duration::from_secs(self.publish_retention_days * 86_400),
         };
         open_store("--publish", location, s3).await
     }
-}
-
-/// The S3 settings of a store given on the command line.
-struct S3Options {
-    endpoint: Option<String>,
-    path_style: bool,
-    region: Option<String>,
-    lock_mode: LockMode,
-    retention_days: u64,
 }
 
 /// Opens a directory or an `s3://bucket[/prefix]` (whose Object Lock is checked); returns
@@ -204,26 +195,16 @@ struct S3Options {
 async fn open_store(
     flag: &str,
     location: &str,
-    s3: S3Options,
+    s3: S3Settings,
 ) -> anyhow::Result<(Arc<dyn ObjectStore>, String)> {
-    Ok(match Location::parse(location)? {
-        Location::Dir(dir) => (
-            Arc::new(
-                LocalDirStore::open(&dir).with_context(|| format!("{flag} {}", dir.display()))?,
-            ),
-            String::new(),
-        ),
-        Location::S3 { bucket, prefix } => {
-            let mut cfg = S3Config::new(bucket, Duration::from_secs(s3.retention_days * 86_400));
-            cfg.endpoint = s3.endpoint;
-            cfg.force_path_style = s3.path_style;
-            cfg.region = s3.region;
-            cfg.lock_mode = s3.lock_mode;
-            let store = S3Store::connect(cfg).await?;
-            store.check_object_lock().await?;
-            (Arc::new(store), prefix)
-        }
-    })
+    let opened = Location::parse(location)?
+        .open(s3)
+        .await
+        .with_context(|| format!("{flag} {location}"))?;
+    if let Some(s3) = &opened.s3 {
+        s3.check_object_lock().await?;
+    }
+    Ok((opened.store, opened.prefix))
 }
 
 #[derive(clap::Args)]
@@ -256,12 +237,12 @@ impl FenceArgs {
         let Some(location) = &self.fence else {
             return Ok(None);
         };
-        let s3 = S3Options {
+        let s3 = S3Settings {
             endpoint: self.fence_s3_endpoint.clone(),
-            path_style: self.fence_s3_path_style,
+            force_path_style: self.fence_s3_path_style,
             region: self.fence_s3_region.clone(),
             lock_mode: self.fence_lock_mode,
-            retention_days: self.fence_retention_days,
+            retention: Duration::from_secs(self.fence_retention_days * 86_400),
         };
         let (store, prefix) = open_store("--fence", location, s3).await?;
         Ok(Some(Fence::new(store, prefix)))

@@ -4,6 +4,7 @@
 //! without consuming an index.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sealtrail_tests::signing::assert_low_s_der;
 use sealtrail_tests::softhsm::openssl_verifies;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -58,20 +59,7 @@ fn config(key: &str, endpoint: &str) -> KmsConfig {
 }
 
 fn sample_checkpoint(size: u64) -> Checkpoint {
-    Checkpoint {
-        origin: ORIGIN.into(),
-        size,
-        root: [0x5a; 32],
-        time_ms: 1_764_221_736_123,
-        prev: Some([0x11; 32]),
-        new_key: None,
-    }
-}
-
-fn assert_low_s_der(sig: &[u8]) {
-    let parsed = p256::ecdsa::Signature::from_der(sig).expect("DER ECDSA signature");
-    assert!(parsed.normalize_s().is_none(), "signature is not low-S");
-    assert_eq!(parsed.to_der().as_bytes(), sig, "not canonical DER");
+    sealtrail_tests::signing::sample_checkpoint(ORIGIN, size)
 }
 
 fn leaf(i: u64) -> Hash {

@@ -10,6 +10,7 @@
 //! SEALTRAIL_TEST_PKCS11_MODULE); without it the tests fail, they never skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sealtrail_tests::signing::assert_low_s_der;
 use sealtrail_tests::softhsm::{
     init_token, openssl_verifies_note as openssl_verifies, softhsm_child,
 };
@@ -37,20 +38,7 @@ fn config(module: &Path, token: &str, key: &str, pin: &str) -> Pkcs11Config {
 }
 
 fn sample_checkpoint(size: u64) -> Checkpoint {
-    Checkpoint {
-        origin: "sealtrail.test/hsm".into(),
-        size,
-        root: [0x5a; 32],
-        time_ms: 1_764_221_736_123,
-        prev: Some([0x11; 32]),
-        new_key: None,
-    }
-}
-
-fn assert_low_s_der(sig: &[u8]) {
-    let parsed = p256::ecdsa::Signature::from_der(sig).expect("a DER ECDSA signature");
-    assert!(parsed.normalize_s().is_none(), "high-S signature");
-    assert_eq!(parsed.to_der().as_bytes(), sig, "canonical DER");
+    sealtrail_tests::signing::sample_checkpoint("sealtrail.test/hsm", size)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,6 +155,55 @@ impl Location {
     }
 }
 
+/// What a command line says about an S3 store besides its `s3://` location.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    pub region: Option<String>,
+    pub lock_mode: s3::LockMode,
+    /// Each object written is locked until now + `retention`.
+    pub retention: std::time::Duration,
+}
+
+/// A store opened from a [`Location`]: the store, its key prefix (empty for a directory),
+/// and the S3 store itself when it is one (for Object Lock checks).
+pub struct OpenedStore {
+    pub store: std::sync::Arc<dyn ObjectStore>,
+    pub prefix: String,
+    pub s3: Option<std::sync::Arc<s3::S3Store>>,
+}
+
+impl Location {
+    /// Opens the store: a [`LocalDirStore`], or an [`s3::S3Store`] configured by `settings`
+    /// (its Object Lock is not checked here: writers call
+    /// [`s3::S3Store::check_object_lock`]).
+    pub async fn open(self, settings: S3Settings) -> Result<OpenedStore, StoreError> {
+        Ok(match self {
+            Self::Dir(dir) => OpenedStore {
+                store: std::sync::Arc::new(LocalDirStore::open(dir)?),
+                prefix: String::new(),
+                s3: None,
+            },
+            Self::S3 { bucket, prefix } => {
+                let config = s3::S3Config {
+                    endpoint: settings.endpoint,
+                    force_path_style: settings.force_path_style,
+                    region: settings.region,
+                    lock_mode: settings.lock_mode,
+                    ..s3::S3Config::new(bucket, settings.retention)
+                };
+                let store = std::sync::Arc::new(s3::S3Store::connect(config).await?);
+                OpenedStore {
+                    store: store.clone(),
+                    prefix,
+                    s3: Some(store),
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod location_tests {
     use super::*;

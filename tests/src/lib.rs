@@ -11,6 +11,7 @@
 //!
 //! - [`proxy`]: a switchable TCP forwarder, to make a real server unreachable for a while.
 //! - [`softhsm`]: SoftHSM2 tokens in per-test directories, and `openssl` signature checks.
+//! - [`signing`]: what the key-backend tests share (a sample checkpoint, the signature form).
 //!
 //! The end-to-end tests themselves live in `tests/tests/`.
 
@@ -18,4 +19,5 @@ pub mod emulator;
 pub mod moto;
 pub mod pki;
 pub mod proxy;
+pub mod signing;
 pub mod softhsm;

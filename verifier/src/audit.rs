@@ -93,13 +93,15 @@ type CheckedLine = (
 struct Checked {
     bytes: Vec<u8>,
     content_sha256: Option<Hash>,
+    /// The header, and where the records start.
+    header: Result<(SegmentHeader, usize), sealtrail_core::Error>,
     records: Vec<CheckedLine>,
 }
 
 fn check_records(bytes: Vec<u8>, size: u64, root: Hash, hash_object: bool) -> Checked {
     let content_sha256 = hash_object.then(|| Sha256::digest(&bytes).into());
     let mut records = Vec::new();
-    if let Ok((_, body)) = segment::parse_header(&bytes) {
+    let header = segment::parse_header(&bytes).map(|(header, body)| {
         // One checkpoint per segment: consecutive proofs share their upper paths.
         let mut paths = merkle::InclusionVerifier::new(size, root);
         for (line, record) in segment::records(body) {
@@ -109,10 +111,12 @@ fn check_records(bytes: Vec<u8>, size: u64, root: Hash, hash_object: bool) -> Ch
             };
             records.push((line, record, proof));
         }
-    }
+        (header, bytes.len() - body.len())
+    });
     Checked {
         bytes,
         content_sha256,
+        header,
         records,
     }
 }
@@ -153,11 +157,6 @@ impl Audit {
             && let Some(r) = range
         {
             self.missing.push(r);
-        }
-        if kind == FindingKind::LeafMismatch
-            && let Some(r) = range
-        {
-            self.unproven.push(r);
         }
         self.report.findings.push(Finding {
             kind,
@@ -724,16 +723,16 @@ pub async fn verify_store(
             .next()
             .await
             .ok_or_else(|| Error::Internal(format!("{} was not fetched", meta.key)))??;
-        let (bytes, content_sha256) = (&checked.bytes, checked.content_sha256);
-        let body = match segment::parse_header(bytes) {
+        let content_sha256 = checked.content_sha256;
+        let body = match &checked.header {
             // The records are checked against the header read in pass 1: it must still be
             // the object's header (an object replaced between the two reads is refused).
-            Ok((h, body))
+            Ok((h, start))
                 if h.first_index == meta.header.first_index
                     && h.count == meta.header.count
                     && h.checkpoint == meta.header.checkpoint =>
             {
-                body
+                &checked.bytes[*start..]
             }
             Ok(_) => {
                 audit.find(
@@ -819,26 +818,9 @@ pub async fn verify_store(
                 tainted = true;
             }
             expected = record.index + 1;
-            if record.index < next {
-                // Overlap with an earlier segment (reported above): the line must still
-                // prove into its own checkpoint; it does not enter the tree twice.
-                if proof.is_err() {
-                    audit.find(
-                        FindingKind::LeafMismatch,
-                        Some((record.index, record.index)),
-                        Some(&meta.key),
-                        Some(line),
-                        format!(
-                            "event (auditID {}) in an overlapping segment does not prove into its checkpoint of size {}",
-                            record.audit_id.as_deref().unwrap_or("?"),
-                            cp.size
-                        ),
-                    );
-                    // The indexes are held by the segment before: this copy explains no gap.
-                    audit.unproven.pop();
-                }
-                continue;
-            }
+            // Overlap with an earlier segment (reported above): the line must still prove
+            // into its own checkpoint, but it does not enter the tree twice.
+            let overlaps = record.index < next;
             if let Err(e) = proof {
                 audit.find(
                     FindingKind::LeafMismatch,
@@ -846,12 +828,24 @@ pub async fn verify_store(
                     Some(&meta.key),
                     Some(line),
                     format!(
-                        "event (auditID {}) does not prove into the checkpoint of size {}: {e}",
+                        "event (auditID {}){} does not prove into the checkpoint of size {}: {e}",
                         record.audit_id.as_deref().unwrap_or("?"),
+                        if overlaps {
+                            " in an overlapping segment"
+                        } else {
+                            ""
+                        },
                         cp.size
                     ),
                 );
-                tainted = true;
+                // Only the segment holding these indexes can explain a gap in the chain.
+                if !overlaps {
+                    audit.unproven.push((record.index, record.index));
+                    tainted = true;
+                }
+                continue;
+            }
+            if overlaps {
                 continue;
             }
             audit.report.events_verified += 1;

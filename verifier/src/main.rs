@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
 use sealtrail_core::trust::Trust;
-use sealtrail_store::s3::{S3Config, S3Store};
-use sealtrail_store::{LocalDirStore, Location, ObjectStore};
+use sealtrail_store::s3::{LockMode, S3Store};
+use sealtrail_store::{Location, ObjectStore, S3Settings};
 use sealtrail_verifier::prove::{self, Bundle, ProveOptions, Selection};
 use sealtrail_verifier::{
     GrpcSigner, ObjectLockPolicy, Options, SignerConfig, State, canonicalize, metrics, verify_store,
@@ -198,23 +198,23 @@ struct StoreArgs {
 type OpenedStore = (Arc<dyn ObjectStore>, String, Option<Arc<S3Store>>);
 
 fn open_store(rt: &tokio::runtime::Runtime, args: StoreArgs) -> anyhow::Result<OpenedStore> {
-    Ok(match Location::parse(&args.store)? {
-        Location::Dir(dir) => {
-            if !dir.is_dir() {
-                anyhow::bail!("store {} is not a directory", dir.display());
-            }
-            (Arc::new(LocalDirStore::open(&dir)?), args.prefix, None)
-        }
-        Location::S3 { bucket, prefix } => {
-            // Reading needs no lock settings; the retention given is never used.
-            let mut cfg = S3Config::new(bucket, Duration::from_secs(1));
-            cfg.endpoint = args.s3_endpoint;
-            cfg.force_path_style = args.s3_path_style;
-            cfg.region = args.s3_region;
-            let s3 = Arc::new(rt.block_on(S3Store::connect(cfg))?);
-            (s3.clone(), prefix, Some(s3))
-        }
-    })
+    let location = Location::parse(&args.store)?;
+    if let Location::Dir(dir) = &location
+        && !dir.is_dir()
+    {
+        anyhow::bail!("store {} is not a directory", dir.display());
+    }
+    let is_dir = matches!(location, Location::Dir(_));
+    let opened = rt.block_on(location.open(S3Settings {
+        endpoint: args.s3_endpoint,
+        force_path_style: args.s3_path_style,
+        region: args.s3_region,
+        // Reading needs no lock settings: these are never used.
+        lock_mode: LockMode::Compliance,
+        retention: Duration::from_secs(1),
+    }))?;
+    let prefix = if is_dir { args.prefix } else { opened.prefix };
+    Ok((opened.store, prefix, opened.s3))
 }
 
 fn main() -> ExitCode {
