@@ -15,7 +15,18 @@ A kind that neither knows fails. Also checked, on the rendered objects:
     read-only root filesystem, ALL capabilities dropped, RuntimeDefault seccomp) and no
     host namespaces or hostPath volumes;
   - images: each container's image is .../sealtrail-<target>:<tag> for a target of the
-    Dockerfile whose image holds the binary the container's command runs;
+    Dockerfile (or of deploy/images/Dockerfile) whose image holds the binary the
+    container's command runs;
+  - files: every Secret, ConfigMap or projected volume a container mounts is readable by
+    that container's user (kubelet writes them owned by root, group fsGroup when set:
+    mode 0440 without fsGroup, or 0400 for a non-root user, cannot be read), for every
+    kind with a pod template (Deployment, StatefulSet, DaemonSet, Job, CronJob, Pod);
+  - pinned identities (PINNED_IDENTITIES): a Certificate for kube-apiserver or for
+    sealtrail-ingester names a namespaced Issuer of its own namespace that the rendered
+    objects define (never a ClusterIssuer, which any namespace's editors could use), and
+    kube-apiserver's lives in the signer's namespace;
+  - priority: the signer's and the ingester's pods name a PriorityClass that the rendered
+    objects define;
   - the Dockerfile and .dockerignore admit every workspace member of Cargo.toml.
 The schema files themselves are checked first (valid JSON Schema, no duplicate keys, every
 object schema says what it does with unknown fields). --self-test then breaks copies of the
@@ -45,7 +56,7 @@ CLUSTER_SCOPED = {
     "ClusterRoleBinding", "CustomResourceDefinition", "PriorityClass", "RuntimeClass",
     "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "APIService",
     "CSIDriver", "CSINode", "IngressClass", "VolumeAttachment", "CertificateSigningRequest",
-    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterIssuer",
 }
 POD_SPEC_PATHS = {
     "Pod": ["spec"],
@@ -243,6 +254,64 @@ def dig(obj, path):
     return obj
 
 
+def volume_file_modes(vol):
+    """(what, [modes of the files]) of a Secret, ConfigMap or projected volume, else None.
+    Kubernetes' default mode for these is 0644; items[].mode overrides defaultMode."""
+    def modes(source, default):
+        base = source.get("defaultMode", default)
+        items = source.get("items") or []
+        return [i.get("mode", base) for i in items] or [base]
+    for kind in ("secret", "configMap"):
+        if isinstance(vol.get(kind), dict):
+            name = vol[kind].get("secretName") or vol[kind].get("name")
+            return f"{kind} {name}", modes(vol[kind], 0o644)
+    if isinstance(vol.get("projected"), dict):
+        proj = vol["projected"]
+        base = proj.get("defaultMode", 0o644)
+        found = []
+        for src in proj.get("sources") or []:
+            for kind in ("secret", "configMap"):
+                if isinstance(src.get(kind), dict):
+                    found += [i.get("mode", base) for i in src[kind].get("items") or []] or [base]
+        return ("projected", found) if found else None
+    return None
+
+
+def readable(mode, uid, groups, fs_group):
+    """Whether a file kubelet wrote with this mode (owner root, group fsGroup or root) can be
+    read by a process of uid (None: the image's user, non-root here) in groups."""
+    if uid == 0:
+        return True
+    owner_group = fs_group if fs_group is not None else 0
+    if owner_group in groups and mode & 0o040:
+        return True
+    return bool(mode & 0o004)
+
+
+def check_file_modes(where, pod, containers):
+    psc = pod.get("securityContext") or {}
+    fs_group = psc.get("fsGroup")
+    volumes = {v.get("name"): v for v in pod.get("volumes") or []}
+    for c in containers + (pod.get("ephemeralContainers") or []):
+        sc = c.get("securityContext") or {}
+        uid = sc.get("runAsUser", psc.get("runAsUser"))
+        groups = {g for g in [sc.get("runAsGroup", psc.get("runAsGroup")), fs_group] if g is not None}
+        groups |= set(psc.get("supplementalGroups") or [])
+        for m in c.get("volumeMounts") or []:
+            found = volume_file_modes(volumes.get(m.get("name")) or {})
+            if found is None:
+                continue
+            what, modes = found
+            for mode in modes:
+                if not isinstance(mode, int):
+                    continue
+                if not readable(mode, uid, groups, fs_group):
+                    error(f"{where} container {c.get('name')}: {what} mounted at {m.get('mountPath')} "
+                          f"with mode {mode:04o} is unreadable by uid {uid if uid is not None else '(image)'} "
+                          f"(files are root:{fs_group if fs_group is not None else 0}; "
+                          f"{'set fsGroup' if fs_group is None else 'give the group read'})")
+
+
 def check_pod(where, pod, stages):
     for field in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(field):
@@ -252,6 +321,7 @@ def check_pod(where, pod, stages):
             error(f"{where}: hostPath volume {vol.get('name')}")
     psc = pod.get("securityContext") or {}
     containers = (pod.get("initContainers") or []) + (pod.get("containers") or [])
+    check_file_modes(where, pod, containers)
     for c in containers:
         cw = f"{where} container {c.get('name')}"
         sc = c.get("securityContext") or {}
@@ -322,6 +392,62 @@ def validate_doc(where, doc, schemas, k8s_versions, definitions, stages):
     return checked
 
 
+# Identities whose certificate lets its holder put events into the trail: the apiserver's
+# towards the ingester (may post), the ingester's towards the signer (may Append). Value:
+# the component whose namespace must hold the Certificate (None: its own namespace).
+PINNED_IDENTITIES = {"kube-apiserver": "signer", "sealtrail-ingester": None}
+# Pods that must not be evicted for ordinary workloads (app.kubernetes.io/component).
+PRIORITY_COMPONENTS = ("signer", "ingester")
+
+
+def cert_identities(spec):
+    names = [spec.get("commonName")] + list(spec.get("dnsNames") or []) + list(spec.get("uris") or [])
+    return {n for n in names if isinstance(n, str)}
+
+
+def check_objects(path, docs):
+    """Checks across the rendered objects of one file (pinned identities, priorities)."""
+    def ns_name(d):
+        meta = d.get("metadata") or {}
+        return meta.get("namespace"), meta.get("name")
+    issuers = {ns_name(d) for d in docs if d["kind"] == "Issuer" and d["apiVersion"].startswith("cert-manager.io/")}
+    classes = {ns_name(d)[1] for d in docs if d["kind"] == "PriorityClass"}
+    component_ns = {}
+    for d in docs:
+        if d["kind"] in POD_SPEC_PATHS:
+            comp = ((d.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component")
+            component_ns.setdefault(comp, ns_name(d)[0])
+    for d in docs:
+        where = where_of(os.path.relpath(path), d)
+        if d["kind"] == "Certificate" and isinstance(d.get("spec"), dict):
+            pinned = sorted(cert_identities(d["spec"]) & set(PINNED_IDENTITIES))
+            ref = d["spec"].get("issuerRef") or {}
+            kind, group = ref.get("kind", "Issuer"), ref.get("group", "cert-manager.io")
+            ns = ns_name(d)[0]
+            for ident in pinned:
+                if kind.startswith("Cluster"):
+                    error(f"{where}: the pinned identity {ident} is issued by {kind} {ref.get('name')}: "
+                          f"a cluster-scoped issuer serves a Certificate in any namespace, so any "
+                          f"namespace's editors could obtain {ident}; use a namespaced Issuer")
+                elif group == "cert-manager.io" and (ns, ref.get("name")) not in issuers:
+                    error(f"{where}: the pinned identity {ident} names Issuer {ref.get('name')}, "
+                          f"which the rendered objects do not define in namespace {ns}")
+                want = PINNED_IDENTITIES[ident]
+                if want and component_ns.get(want, f"sealtrail-{want}") != ns:
+                    error(f"{where}: the pinned identity {ident} must be issued in the {want}'s namespace "
+                          f"{component_ns.get(want, f'sealtrail-{want}')} (security team only), not {ns}")
+        if d["kind"] in POD_SPEC_PATHS:
+            comp = ((d.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component")
+            pod = dig(d, POD_SPEC_PATHS[d["kind"]])
+            if comp in PRIORITY_COMPONENTS and isinstance(pod, dict):
+                pc = pod.get("priorityClassName")
+                if not pc:
+                    error(f"{where}: no priorityClassName: the {comp} would be preempted or evicted "
+                          f"before ordinary workloads")
+                elif pc not in classes and not pc.startswith("system-"):
+                    error(f"{where}: priorityClassName {pc} is not a PriorityClass of the rendered objects")
+
+
 def load_docs(path):
     docs = [d for d in yaml.safe_load_all(pathlib.Path(path).read_text()) if d is not None]
     good = []
@@ -351,6 +477,7 @@ def validate_file(path, schemas, k8s_versions, definitions, stages):
         checked = validate_doc(where, doc, schemas, k8s_versions, definitions, stages)
         if checked:
             counts[checked] += 1
+    check_objects(path, good)
     return len(docs), counts
 
 
@@ -407,8 +534,8 @@ BREAKAGES = [
     ("Certificate", ("spec", "privateKey"), _set(algorithm="ECDSA", size=2048), "an ECDSA key of 2048 bits"),
     ("Certificate", ("spec", "privateKey"), _set(size="256"), "a key size as a string"),
     ("Certificate", ("spec", "issuerRef"), _set(kind="Issuers"), "an issuer kind cert-manager.io does not have"),
-    ("ClusterIssuer", ("spec",), _set(ca={"secretName": "x"}, selfSigned={}), "two issuer types"),
-    ("ClusterIssuer", ("spec",), _set(acme={"server": "https://acme.invalid"}), "an issuer type without schema here"),
+    ("Issuer", ("spec",), _set(ca={"secretName": "x"}, selfSigned={}), "two issuer types"),
+    ("Issuer", ("spec",), _set(acme={"server": "https://acme.invalid"}), "an issuer type without schema here"),
     ("ServiceMonitor", ("spec",), _drop("selector"), "no selector (required)"),
     ("ServiceMonitor", ("spec", "endpoints"), _set(scheme="ftp"), "an unknown endpoint scheme"),
     ("ServiceMonitor", ("spec", "endpoints"), _set(interval="30 seconds"), "an interval that is not a Prometheus duration"),
@@ -448,6 +575,48 @@ ADDITIONS = [
                                                              "expr": "sum(rate(x[5m]))", "labels": {"a": "b"}}]),
      "a group interval and a recording rule"),
 ]
+
+
+def cross_object_breakages(good):
+    """(what, broken copy of all the objects) for the checks across objects."""
+    out = []
+    def pinned(d, ident):
+        return d["kind"] == "Certificate" and ident in cert_identities(d.get("spec") or {})
+    for ident in PINNED_IDENTITIES:
+        if not any(pinned(d, ident) for d in good):
+            out.append((f"{ident}: no Certificate for the pinned identity to break", None))
+            continue
+        docs = copy.deepcopy(good)
+        for d in docs:
+            if pinned(d, ident):
+                d["spec"]["issuerRef"] = {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "sealtrail-ca"}
+        docs.append({"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer",
+                     "metadata": {"name": "sealtrail-ca"}, "spec": {"ca": {"secretName": "sealtrail-ca"}}})
+        out.append((f"a ClusterIssuer for the pinned identity {ident}", docs))
+        docs = copy.deepcopy(good)
+        for d in docs:
+            if pinned(d, ident):
+                d["spec"]["issuerRef"]["name"] = "sealtrail-self-test-missing"
+        out.append((f"an Issuer the objects do not define for {ident}", docs))
+    docs = copy.deepcopy(good)
+    moved = False
+    for d in docs:
+        if pinned(d, "kube-apiserver"):
+            d["metadata"]["namespace"], moved = "sealtrail", True
+            d["spec"]["issuerRef"]["name"] = "sealtrail-ingest-ca"
+    out.append(("kube-apiserver issued in the ingest namespace", docs if moved else None))
+    for comp in PRIORITY_COMPONENTS:
+        docs = copy.deepcopy(good)
+        found = False
+        for d in docs:
+            labels = (d.get("metadata") or {}).get("labels") or {}
+            if d["kind"] in POD_SPEC_PATHS and labels.get("app.kubernetes.io/component") == comp:
+                dig(d, POD_SPEC_PATHS[d["kind"]]).pop("priorityClassName", None)
+                found = True
+        out.append((f"the {comp} without priorityClassName", docs if found else None))
+        docs = [d for d in copy.deepcopy(good) if d["kind"] != "PriorityClass"]
+        out.append((f"the {comp}'s PriorityClass not defined", docs if found else None))
+    return out
 
 
 def self_test(path, schemas, k8s_versions, definitions, stages):
@@ -517,8 +686,34 @@ def self_test(path, schemas, k8s_versions, definitions, stages):
             c = dig(bad, POD_SPEC_PATHS[doc["kind"]])["containers"][0]
             c["command"] = ["sealtrail-self-test"] + c.get("command", [])[1:]
             cases.append((f"a command its image lacks in {where_of('', doc)}", bad))
+    for doc in good:
+        pod = dig(doc, POD_SPEC_PATHS.get(doc["kind"], ["-"]))
+        if not isinstance(pod, dict) or not any("secret" in v for v in pod.get("volumes") or []):
+            continue
+        bad = copy.deepcopy(doc)
+        bpod = dig(bad, POD_SPEC_PATHS[doc["kind"]])
+        (bpod.get("securityContext") or {}).pop("fsGroup", None)
+        for v in bpod.get("volumes") or []:
+            if "secret" in v:
+                v["secret"]["defaultMode"] = 0o440
+        cases.append((f"a Secret at 0440 without fsGroup in {where_of('', doc)}", bad))
+        bad = copy.deepcopy(doc)
+        for v in dig(bad, POD_SPEC_PATHS[doc["kind"]]).get("volumes") or []:
+            if "secret" in v:
+                v["secret"]["defaultMode"] = 0o400
+        cases.append((f"a Secret at 0400 (owner root only) in {where_of('', doc)}", bad))
     missed = []
+    for what, docs in cross_object_breakages(good):
+        saved, errors = errors, []
+        if docs:
+            check_objects("self-test", docs)
+        caught, errors = bool(errors), saved
+        if not caught:
+            missed.append(what)
+        cases.append((what, "cross-object"))
     for what, doc in cases:
+        if doc == "cross-object":
+            continue
         if doc is None:
             missed.append(what)
             continue

@@ -222,7 +222,8 @@ fn webhook_kubeconfig_posts_to_the_ingester_route() {
 
     // The ingester's certificate names that host; the apiserver's client certificate
     // carries the identity the ingester allows.
-    let certs = objects("deploy/base/pki/ingest-certificates.yaml");
+    let mut certs = objects("deploy/base/pki/ingest/certificates.yaml");
+    certs.extend(objects("deploy/base/pki/signer/certificates.yaml"));
     let spec_of = |name: &str| {
         get(
             certs
