@@ -145,8 +145,11 @@ pub async fn run(
             webhook::MEMORY_PER_BODY_BYTE
         )));
     }
+    // Certificates are reloaded when their files change; their expiry is on /metrics.
+    let tls_metrics = sealtrail_ops::tls::TlsMetrics::default();
     let signer =
-        signer_client::connect(&config.signer).map_err(|e| Error::Config(e.to_string()))?;
+        signer_client::connect_with(&config.signer, &tls_metrics, "ingester-signer-client")
+            .map_err(|e| Error::Config(e.to_string()))?;
     // Readiness asks the signer (a cheap read) rather than trusting the last Append alone.
     let probe = signer.clone();
     let metrics = Arc::new(metrics::Metrics::default());
@@ -165,7 +168,7 @@ pub async fn run(
         metrics: metrics.clone(),
     });
     let tls = match &config.tls {
-        Some(files) => Some(server::tls_config(files)?),
+        Some(files) => Some(server::tls_config(files, &tls_metrics)?),
         None if !config.allowed_clients.is_empty() => {
             return Err(Error::Config(
                 "a client allowlist needs TLS client certificates (not --insecure-http)".into(),
@@ -179,7 +182,8 @@ pub async fn run(
 
     let stop = sealtrail_ops::Shutdown::new(shutdown);
     let http = config.metrics_listener.map(|l| {
-        let (health, stop) = (metrics::health(metrics, probe), stop.wait());
+        let health = metrics::health(metrics, probe).with_tls(tls_metrics);
+        let stop = stop.wait();
         tokio::spawn(async move {
             if let Err(e) = sealtrail_ops::serve_health(health, l, stop).await {
                 tracing::error!(error = %e, "metrics listener failed");

@@ -1,16 +1,13 @@
 //! HTTPS with required client certificates, and graceful shutdown.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use sealtrail_ops::tls::ReloadingServer;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
@@ -24,45 +21,33 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// per-request timeout is 30 s).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn tls_config(files: &ServerTls) -> Result<Arc<rustls::ServerConfig>, Error> {
-    let cfg = |p: &Path, e: &dyn std::fmt::Display| Error::Config(format!("{}: {e}", p.display()));
-    let certs = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| cfg(&files.cert, &e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| cfg(&files.cert, &e))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| cfg(&files.key, &e))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in
-        CertificateDer::pem_file_iter(&files.client_ca).map_err(|e| cfg(&files.client_ca, &e))?
-    {
-        roots
-            .add(ca.map_err(|e| cfg(&files.client_ca, &e))?)
-            .map_err(|e| cfg(&files.client_ca, &e))?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| Error::Config(format!("client CA: {e}")))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Config(format!("server certificate: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+/// The webhook's TLS configuration, reloaded from `files` when they change (see
+/// `sealtrail_ops::tls`); its certificate's expiry is exported as component `ingester`.
+pub fn tls_config(
+    files: &ServerTls,
+    metrics: &sealtrail_ops::tls::TlsMetrics,
+) -> Result<ReloadingServer, Error> {
+    let files = sealtrail_ops::tls::TlsFiles {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        ca: files.client_ca.clone(),
+    };
+    let alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tls = ReloadingServer::server(files, alpn, "ingester", metrics)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    tls.watch(sealtrail_ops::tls::RELOAD_INTERVAL);
+    Ok(tls)
 }
 
 /// Serves `router` until `shutdown`: over TLS with required client certificates, or plain
 /// HTTP when `tls` is `None` (only when the operator asked for it explicitly).
 pub async fn serve(
     router: axum::Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<ReloadingServer>,
     allowed_clients: Arc<Vec<String>>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -78,7 +63,8 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let acceptor = acceptor.clone();
+        // The configuration current now: a reloaded certificate serves new connections only.
+        let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.config()));
         let router = router.clone();
         let allowed_clients = allowed_clients.clone();
         let watcher = graceful.watcher();

@@ -1,9 +1,10 @@
 //! What every Sealtrail service (signer, ingester) runs besides its own API: the plain-HTTP
 //! listener for `/metrics`, `/healthz` and `/readyz`, the shutdown signal shared by all of
-//! a service's listeners, and log set-up for the binaries.
+//! a service's listeners, log set-up for the binaries, and TLS material reloaded when its
+//! files change ([`tls`]).
 //!
-//! What it does not: no metric definitions (each service owns its registry), nothing on
-//! the services' authenticated ports.
+//! What it does not: no service metric definitions (each service owns its registry; only
+//! the TLS metrics are shared), no request handling on the services' authenticated ports.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +13,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::routing::get;
+
+pub mod tls;
 
 /// A boxed future, for readiness checks that ask a peer.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -22,6 +25,21 @@ pub struct Health {
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
     /// `None` when ready, or why not.
     pub ready: Arc<dyn Fn() -> BoxFuture<Option<String>> + Send + Sync>,
+}
+
+impl Health {
+    /// The same, with the TLS certificate metrics after the service's own on `/metrics`.
+    pub fn with_tls(self, tls: tls::TlsMetrics) -> Self {
+        let service = self.metrics;
+        Self {
+            metrics: Arc::new(move || {
+                let mut text = service();
+                tls.append_to(&mut text);
+                text
+            }),
+            ready: self.ready,
+        }
+    }
 }
 
 /// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` until `shutdown`.

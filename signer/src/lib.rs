@@ -8,7 +8,8 @@
 //! Key backends ([`KeyBackend`]): a PKCS#11 HSM ([`pkcs11::Pkcs11Key`]), AWS KMS
 //! ([`kms::KmsKey`]), and for development only a key file ([`keys::DevKeyFile`], refused
 //! without `--insecure-dev-key`). Callers are authorized by client-certificate identity
-//! ([`authz`]); metrics and health are served on a plain HTTP port ([`metrics`]).
+//! ([`authz`]); metrics and health are served on a plain HTTP port ([`metrics`]); the TLS
+//! certificate and client CA are reloaded when their files change ([`tls`]).
 //!
 //! One writer: the state directory is locked ([`state`]), and with a fence
 //! ([`CommitConfig::fence`], `--fence`) every checkpoint first claims a create-new slot in
@@ -32,6 +33,7 @@ pub mod pkcs11;
 pub mod rotation;
 pub mod service;
 pub mod state;
+pub mod tls;
 
 pub use fence::Fence;
 pub use keys::{DevKeyFile, KeyBackend};
@@ -102,6 +104,9 @@ pub async fn run(
             sealtrail_core::checkpoint::MAX_ORIGIN_LEN
         )));
     }
+    // Reloaded when its files change; the served certificate's expiry is on /metrics.
+    let tls_metrics = sealtrail_ops::tls::TlsMetrics::default();
+    let tls = tls::server_tls(&config.tls, &tls_metrics)?;
     let dir = config.state_dir.clone();
     // Uncut: a checkpoint lost between fence and commit can still be adopted (fence docs).
     let state = tokio::task::spawn_blocking(move || state::State::open_uncut(&dir))
@@ -144,7 +149,8 @@ pub async fn run(
     // One shutdown signal for both listeners.
     let stop = sealtrail_ops::Shutdown::new(shutdown);
     let http = config.metrics_listener.map(|l| {
-        let (health, stop) = (metrics::health(metrics.clone()), stop.wait());
+        let health = metrics::health(metrics.clone()).with_tls(tls_metrics);
+        let stop = stop.wait();
         tokio::spawn(async move {
             if let Err(e) = sealtrail_ops::serve_health(health, l, stop).await {
                 tracing::error!(error = %e, "metrics listener failed");
@@ -156,7 +162,7 @@ pub async fn run(
         config.key,
         config.identities,
         metrics,
-        &config.tls,
+        tls,
         listener,
         stop.wait(),
     )

@@ -5,19 +5,20 @@ use std::sync::Arc;
 
 use sealtrail_core::merkle::{HASH_LEN, Hash};
 use sealtrail_core::trust::{TrustBundle, TrustedKey};
+use sealtrail_ops::tls::ReloadingServer;
 use sealtrail_proto::v1::signer_server::{Signer, SignerServer};
 use sealtrail_proto::v1::{
     AppendRequest, AppendResponse, CheckpointResponse, ConsistencyProofRequest,
     ConsistencyProofResponse, InclusionProof, LatestCheckpointRequest, PublicKeysRequest,
     PublicKeysResponse,
 };
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
 use crate::authz::{Access, Identities};
 use crate::log::{Log, MAX_APPEND_LEAVES};
 use crate::metrics::Metrics;
-use crate::{Error, KeyBackend, TlsFiles};
+use crate::{Error, KeyBackend};
 
 /// Largest gRPC message accepted or sent: an Append of [`MAX_APPEND_LEAVES`] leaves with a
 /// 64-hash proof each fits.
@@ -152,23 +153,18 @@ impl Signer for SignerService {
     }
 }
 
-/// Serves until `shutdown`, then drains in-flight calls.
+/// Serves until `shutdown`, then drains in-flight calls. Its certificate and client CA
+/// follow their files ([`crate::tls`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     log: Log,
     key: Arc<dyn KeyBackend>,
     identities: Identities,
     metrics: Arc<Metrics>,
-    tls: &TlsFiles,
+    tls: ReloadingServer,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| Error::Config(format!("{}: {e}", p.display())))
-    };
-    let tls_config = ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
-        .client_ca_root(Certificate::from_pem(read(&tls.client_ca)?))
-        .client_auth_optional(false);
     let service = SignerServer::new(SignerService {
         log,
         key,
@@ -177,12 +173,12 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // One signal for the accept loop and for the server's drain.
+    let stop = sealtrail_ops::Shutdown::new(shutdown);
+    let incoming = crate::tls::incoming(listener, tls, stop.wait());
     Server::builder()
-        .tls_config(tls_config)
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, stop.wait())
         .await
         .map_err(|e| Error::Unavailable(format!("gRPC server: {e}")))
 }
