@@ -221,6 +221,10 @@ def dockerfile_stages(path):
         m = re.match(r"COPY\s+--from=builder\s+/out/(\S+)\s", line)
         if m and current:
             stages[current].add(m.group(1))
+        # A file of the build context installed as a command (deploy/images/Dockerfile).
+        m = re.match(r"COPY\s+(?:--chmod=0?755\s+)(?!--)(\S+)\s+/usr/local/bin/(\S+)$", line)
+        if m and current:
+            stages[current].add(m.group(2))
     resolved = {}
     for name in stages:
         bins, s = set(), name
@@ -747,6 +751,12 @@ def main():
         f"kubernetes-json-schema/v{kv.latest_version()}-local-strict/_definitions.json", kv.latest_version())
     definitions = referencing.Resource.from_contents(defs_json) @ referencing.Registry()
     stages = dockerfile_stages(root / "Dockerfile")
+    helpers = root / "deploy" / "images" / "Dockerfile"
+    if helpers.exists():
+        for name, bins in dockerfile_stages(helpers).items():
+            if name in stages:
+                error(f"{helpers}: target {name} is also a target of the Dockerfile")
+            stages[name] = bins
     check_build_context(root)
 
     for f in args.files:
