@@ -10,6 +10,7 @@
 //!   `sealtrail-emulator`.
 //!
 //! - [`proxy`]: a switchable TCP forwarder, to make a real server unreachable for a while.
+//! - [`secret_volume`]: a directory updated the way the kubelet updates a mounted Secret.
 //! - [`softhsm`]: SoftHSM2 tokens in per-test directories, and `openssl` signature checks.
 //! - [`signing`]: what the key-backend tests share (a sample checkpoint, the signature form).
 //!
@@ -19,5 +20,6 @@ pub mod emulator;
 pub mod moto;
 pub mod pki;
 pub mod proxy;
+pub mod secret_volume;
 pub mod signing;
 pub mod softhsm;

@@ -3,8 +3,9 @@
 //! and a second, unrelated CA with a client certificate for "wrong CA" tests.
 //!
 //! All keys are ECDSA P-256 (rcgen's aws-lc-rs backend), written as PKCS#8 PEM with mode
-//! 0600. Certificates are valid from one hour ago for 825 days. Never use these outside
-//! tests and development.
+//! 0600. Certificates are valid from one hour ago for 825 days; [`reissue`] renews one from
+//! the same CA (as cert-manager would), for certificate-rotation tests. Never use these
+//! outside tests and development.
 
 use std::fs;
 use std::io::Write;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -120,6 +121,11 @@ impl PkiPaths {
 
 type Ca = CertifiedIssuer<'static, KeyPair>;
 
+/// Common name of the development CA.
+const CA_CN: &str = "Sealtrail development CA";
+/// Default validity of the certificates [`generate`] writes.
+const DEFAULT_DAYS: i64 = 825;
+
 /// Generates the whole development PKI into `dir` (created if missing; existing files are
 /// overwritten).
 pub fn generate(dir: &Path, opts: &PkiOptions) -> anyhow::Result<PkiPaths> {
@@ -147,14 +153,14 @@ pub fn generate(dir: &Path, opts: &PkiOptions) -> anyhow::Result<PkiPaths> {
         other_client_key: p("other-client.key"),
     };
 
-    let mut sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    let mut sans = default_sans();
     for san in &opts.extra_sans {
         if !sans.contains(san) {
             sans.push(san.clone());
         }
     }
 
-    let ca = new_ca("Sealtrail development CA")?;
+    let ca = new_ca(CA_CN)?;
     write_ca(&ca, &paths.ca_cert, &paths.ca_key)?;
     leaf(
         &ca,
@@ -204,18 +210,46 @@ pub fn generate(dir: &Path, opts: &PkiOptions) -> anyhow::Result<PkiPaths> {
     Ok(paths)
 }
 
-enum Leaf<'a> {
+fn default_sans() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+}
+
+/// A leaf certificate: a server's (SANs and CN) or a client's (CN).
+#[derive(Debug, Clone, Copy)]
+pub enum Leaf<'a> {
     Server(&'a [String], &'a str),
     Client(&'a str),
 }
 
-fn validity(params: &mut CertificateParams) {
+/// A renewal: a new key and certificate (PEM, `(cert, key)`) for `leaf`, issued by the CA
+/// of `paths` (`ca.pem`, `ca.key`) and valid from an hour ago for `days`. A `Leaf::Server`
+/// with no SANs gets `localhost`, `127.0.0.1` and `::1`.
+pub fn reissue(paths: &PkiPaths, leaf: Leaf<'_>, days: i64) -> anyhow::Result<(String, String)> {
+    let key_pem = fs::read_to_string(&paths.ca_key)
+        .with_context(|| format!("reading {}", paths.ca_key.display()))?;
+    // The same name and key identify the same CA: its certificate need not be parsed.
+    let ca = Issuer::new(ca_params(CA_CN)?, KeyPair::from_pem(&key_pem)?);
+    let sans = default_sans();
+    let leaf = match leaf {
+        Leaf::Server([], cn) => Leaf::Server(&sans, cn),
+        other => other,
+    };
+    let (cert, key) = issue(&ca, leaf, days)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn validity(params: &mut CertificateParams, days: i64) {
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(825);
+    params.not_after = now + Duration::days(days);
 }
 
 fn new_ca(cn: &str) -> anyhow::Result<Ca> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    Ok(CertifiedIssuer::self_signed(ca_params(cn)?, key)?)
+}
+
+fn ca_params(cn: &str) -> anyhow::Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Sealtrail development");
@@ -227,9 +261,8 @@ fn new_ca(cn: &str) -> anyhow::Result<Ca> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    validity(&mut params);
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    Ok(CertifiedIssuer::self_signed(params, key)?)
+    validity(&mut params, DEFAULT_DAYS);
+    Ok(params)
 }
 
 fn write_ca(ca: &Ca, cert: &Path, key: &Path) -> anyhow::Result<()> {
@@ -238,6 +271,16 @@ fn write_ca(ca: &Ca, cert: &Path, key: &Path) -> anyhow::Result<()> {
 }
 
 fn leaf(ca: &Ca, kind: Leaf<'_>, cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
+    let (cert, key) = issue(ca, kind, DEFAULT_DAYS)?;
+    write_file(cert_path, cert.pem().as_bytes(), false)?;
+    write_file(key_path, key.serialize_pem().as_bytes(), true)
+}
+
+fn issue(
+    ca: &Issuer<'_, KeyPair>,
+    kind: Leaf<'_>,
+    days: i64,
+) -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
     let (mut params, cn, eku) = match kind {
         Leaf::Server(sans, cn) => (
             CertificateParams::new(sans.to_vec())?,
@@ -258,11 +301,10 @@ fn leaf(ca: &Ca, kind: Leaf<'_>, cert_path: &Path, key_path: &Path) -> anyhow::R
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![eku];
     params.use_authority_key_identifier_extension = true;
-    validity(&mut params);
+    validity(&mut params, days);
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let cert = params.signed_by(&key, &**ca)?;
-    write_file(cert_path, cert.pem().as_bytes(), false)?;
-    write_file(key_path, key.serialize_pem().as_bytes(), true)
+    let cert = params.signed_by(&key, ca)?;
+    Ok((cert, key))
 }
 
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> anyhow::Result<()> {
