@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks that every alert can fire (scripts/check-deploy; issue #17, item 8).
 
-For each PrometheusRule of the rendered overlays given:
+For each PrometheusRule of the rendered overlays given (and the dashboard's queries,
+--dashboard, for the first point):
   - every metric an alert expression reads is exported: a Sealtrail metric (sealtrail_*,
     audit_*) by the Rust source of the crate behind it, found by reading the source (the
     names registered with prometheus-client, under a registry's prefix, and the
@@ -209,10 +210,10 @@ def alerts(docs):
                     yield r
 
 
-def check_metrics(where, docs, exported):
+def check_metrics(where, docs, exported, panels=()):
     everything = set().union(*exported.values())
     n = 0
-    for rule in alerts(docs):
+    for rule in list(alerts(docs)) + list(panels):
         for metric, labels in selectors(str(rule.get("expr", ""))):
             n += 1
             what = f"{where}: alert {rule['alert']}: {metric}"
@@ -284,8 +285,22 @@ def check_verifier_push(where, docs):
         error(f"{where}: no ServiceMonitor scrapes the Pushgateway with honorLabels (the pushed job label would be lost)")
 
 
-def check_file(path, docs, exported):
-    n = check_metrics(path, docs, exported)
+def dashboard_panels(path):
+    """The dashboard's queries as {"alert": "panel <title>", "expr": ...} (checked like alerts)."""
+    import json
+    out = []
+    def walk(panels):
+        for p in panels or []:
+            for t in p.get("targets") or []:
+                if t.get("expr"):
+                    out.append({"alert": f"dashboard panel {p.get('title')!r}", "expr": t["expr"]})
+            walk(p.get("panels"))
+    walk(json.loads(pathlib.Path(path).read_text()).get("panels"))
+    return out
+
+
+def check_file(path, docs, exported, panels=()):
+    n = check_metrics(path, docs, exported, panels)
     check_apiserver_drops(path, docs)
     check_verifier_push(path, docs)
     return n
@@ -375,18 +390,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=".")
     ap.add_argument("--self-test", action="store_true")
+    ap.add_argument("--dashboard", help="a Grafana dashboard whose queries are checked like the alerts")
     ap.add_argument("files", nargs="+", help="rendered overlays")
     args = ap.parse_args()
     exported = exported_by_source(pathlib.Path(args.root))
+    panels = dashboard_panels(args.dashboard) if args.dashboard else []
     first = None
     for f in args.files:
         docs = [d for d in yaml.safe_load_all(pathlib.Path(f).read_text()) if isinstance(d, dict) and "kind" in d]
         if not any(d["kind"] == "PrometheusRule" for d in docs):
             print(f"    {f}: no PrometheusRule")
             continue
-        n = check_file(f, docs, exported)
+        n = check_file(f, docs, exported, panels)
         first = first or (f, docs)
-        print(f"    {f}: {sum(1 for _ in alerts(docs))} alerts, {n} metric selectors; "
+        print(f"    {f}: {sum(1 for _ in alerts(docs))} alerts and {len(panels)} dashboard queries, {n} metric selectors; "
               f"source: {', '.join(f'{c} {len(v) // 7}' for c, v in sorted(exported.items()))} metrics")
     if args.self_test and first:
         self_test(first[0], first[1], exported)
