@@ -104,14 +104,15 @@ pub async fn run(
             sealtrail_core::checkpoint::MAX_ORIGIN_LEN
         )));
     }
-    // Reloaded when its files change; the served certificate's expiry is on /metrics.
-    let tls_metrics = sealtrail_ops::tls::TlsMetrics::default();
-    let tls = tls::server_tls(&config.tls, &tls_metrics)?;
     let dir = config.state_dir.clone();
     // Uncut: a checkpoint lost between fence and commit can still be adopted (fence docs).
     let state = tokio::task::spawn_blocking(move || state::State::open_uncut(&dir))
         .await
         .map_err(|e| Error::State(e.to_string()))??;
+    // After the state lock: a second signer on the same directory says so first. Reloaded
+    // when its files change; the served certificate's expiry is on /metrics.
+    let tls_metrics = sealtrail_ops::tls::TlsMetrics::default();
+    let tls = tls::server_tls(&config.tls, &tls_metrics)?;
     tracing::info!(
         origin = %config.origin,
         size = state.size(),
