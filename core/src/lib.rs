@@ -7,6 +7,7 @@
 //! - [`merkle`]: RFC 6962 leaf and node hashing, tree roots, inclusion and consistency proofs;
 //! - [`keys`], [`checkpoint`]: C2SP signed-note checkpoints chained by hash, their
 //!   signatures (Ed25519, ECDSA P-256) and key ids;
+//! - [`pending`]: batches stored when acknowledged, before they are sealed into the log;
 //! - [`segment`]: the stored objects (JSON Lines of events with their proofs and checkpoint)
 //!   and their object keys;
 //! - [`trust`]: the pinned trust bundle of signer public keys.
@@ -21,6 +22,7 @@ pub mod event;
 pub mod jcs;
 pub mod keys;
 pub mod merkle;
+pub mod pending;
 pub mod segment;
 pub mod trust;
 

@@ -10,7 +10,10 @@
 //! ```
 //!
 //! Each `proof` is the RFC 6962 inclusion proof of that event's leaf into the tree of the
-//! header's checkpoint. Object keys are `<prefix>segments/YYYY/MM/DD/HH/<first>-<last>.jsonl`
+//! header's checkpoint. A segment written by sealing a pending batch ([`crate::pending`])
+//! has format `sealtrail-segment/v2` and three more header members that name the batch it
+//! seals: `batch` (its object key), `batch_sha256` (the SHA-256 of its bytes, hex) and
+//! `received_ms` (copied from it); its event lines are the batch's, in the batch's order. Object keys are `<prefix>segments/YYYY/MM/DD/HH/<first>-<last>.jsonl`
 //! with the checkpoint's (signed) UTC time and zero-padded 20-digit indexes, so that
 //! listing is in index order within an hour and a time range reads only its partitions.
 
@@ -20,8 +23,10 @@ use crate::event::CanonicalEvent;
 use crate::jcs::{self, Number, Object, Value};
 use crate::merkle::{Hash, MAX_PROOF_HASHES, leaf_hash};
 
-/// The `format` value of version 1 segments.
+/// The `format` value of version 1 segments (signed as received, before sealing existed).
 pub const SEGMENT_FORMAT: &str = "sealtrail-segment/v1";
+/// The `format` value of segments that seal a pending batch.
+pub const SEALED_SEGMENT_FORMAT: &str = "sealtrail-segment/v2";
 /// Largest segment object read (a 64 MiB webhook body makes a segment of about that size).
 pub const MAX_SEGMENT_LEN: usize = 512 * 1024 * 1024;
 /// Most events in one segment.
@@ -33,6 +38,19 @@ pub struct SegmentHeader {
     pub checkpoint: SignedCheckpoint,
     pub count: u64,
     pub first_index: u64,
+    /// The pending batch this segment seals (v2), or `None` (v1).
+    pub sealed: Option<SealedFrom>,
+}
+
+/// What a v2 segment says of the pending batch it seals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedFrom {
+    /// The pending batch's object key.
+    pub batch: String,
+    /// SHA-256 of the pending batch's bytes.
+    pub batch_sha256: Hash,
+    /// The pending batch's `received_ms`.
+    pub received_ms: u64,
 }
 
 /// One event line as read back.
@@ -56,6 +74,18 @@ pub fn encode(
     events: &[CanonicalEvent],
     proofs: &[Vec<Hash>],
 ) -> Result<Vec<u8>, Error> {
+    encode_with(first_index, checkpoint, None, events, proofs)
+}
+
+/// Writes a segment that seals a pending batch (format v2) or, with `sealed` `None`, a v1
+/// segment.
+pub fn encode_with(
+    first_index: u64,
+    checkpoint: &SignedCheckpoint,
+    sealed: Option<&SealedFrom>,
+    events: &[CanonicalEvent],
+    proofs: &[Vec<Hash>],
+) -> Result<Vec<u8>, Error> {
     if events.len() != proofs.len() {
         return Err(Error::Segment(format!(
             "{} events but {} proofs",
@@ -64,6 +94,14 @@ pub fn encode(
         )));
     }
     let mut header = Object::new();
+    if let Some(s) = sealed {
+        header.insert("batch", Value::String(s.batch.clone()));
+        header.insert("batch_sha256", Value::String(hex::encode(s.batch_sha256)));
+        header.insert(
+            "received_ms",
+            Value::Number(Number::from_u64(s.received_ms)),
+        );
+    }
     header.insert(
         "checkpoint",
         Value::String(String::from_utf8_lossy(&checkpoint.to_bytes()).into_owned()),
@@ -73,7 +111,12 @@ pub fn encode(
         Value::Number(Number::from_u64(events.len() as u64)),
     );
     header.insert("first_index", Value::Number(Number::from_u64(first_index)));
-    header.insert("format", Value::String(SEGMENT_FORMAT.into()));
+    let format = if sealed.is_some() {
+        SEALED_SEGMENT_FORMAT
+    } else {
+        SEGMENT_FORMAT
+    };
+    header.insert("format", Value::String(format.into()));
     let body_len: usize = events.iter().map(|e| e.canonical.len() + 40).sum::<usize>()
         + proofs.iter().map(|p| p.len() * 67).sum::<usize>();
     let mut out = Vec::with_capacity(body_len + 1024);
@@ -123,11 +166,50 @@ pub fn parse_header(bytes: &[u8]) -> Result<(SegmentHeader, &[u8]), Error> {
     let obj = header
         .as_object()
         .ok_or_else(|| bad("header is not an object".into()))?;
-    expect_keys(obj, &["checkpoint", "count", "first_index", "format"])
-        .map_err(|e| bad(format!("header: {e}")))?;
-    if obj.get("format").and_then(Value::as_str) != Some(SEGMENT_FORMAT) {
-        return Err(bad("header: unknown format".into()));
-    }
+    let v2 = match obj.get("format").and_then(Value::as_str) {
+        Some(SEGMENT_FORMAT) => false,
+        Some(SEALED_SEGMENT_FORMAT) => true,
+        _ => return Err(bad("header: unknown format".into())),
+    };
+    let members: &[&str] = if v2 {
+        &[
+            "batch",
+            "batch_sha256",
+            "checkpoint",
+            "count",
+            "first_index",
+            "format",
+            "received_ms",
+        ]
+    } else {
+        &["checkpoint", "count", "first_index", "format"]
+    };
+    expect_keys(obj, members).map_err(|e| bad(format!("header: {e}")))?;
+    let sealed = if v2 {
+        let batch = obj
+            .get("batch")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("header: batch is not a string".into()))?
+            .to_string();
+        let batch_sha256 = obj
+            .get("batch_sha256")
+            .and_then(Value::as_str)
+            .filter(|s| s.len() == 64 && !s.bytes().any(|b| b.is_ascii_uppercase()))
+            .and_then(|s| hex::decode(s).ok())
+            .and_then(|b| <Hash>::try_from(b).ok())
+            .ok_or_else(|| bad("header: batch_sha256 is not 64 lowercase hex digits".into()))?;
+        let received_ms = obj
+            .get("received_ms")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("header: invalid received_ms".into()))?;
+        Some(SealedFrom {
+            batch,
+            batch_sha256,
+            received_ms,
+        })
+    } else {
+        None
+    };
     let count = obj
         .get("count")
         .and_then(Value::as_u64)
@@ -148,6 +230,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<(SegmentHeader, &[u8]), Error> {
             checkpoint,
             count,
             first_index,
+            sealed,
         },
         &bytes[end + 1..],
     ))
@@ -267,16 +350,26 @@ fn expect_keys(obj: &Object, keys: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// The object key of a segment.
-pub fn object_key(prefix: &str, checkpoint_time_ms: u64, first_index: u64, count: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp((checkpoint_time_ms / 1000) as i64)
+/// The UTC hour of a Unix millisecond time as the key partition `YYYY/MM/DD/HH`.
+pub fn hour_partition(time_ms: u64) -> String {
+    let t = i64::try_from(time_ms / 1000)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
-        "{prefix}segments/{:04}/{:02}/{:02}/{:02}/{first_index:020}-{:020}.jsonl",
+        "{:04}/{:02}/{:02}/{:02}",
         t.year(),
         u8::from(t.month()),
         t.day(),
-        t.hour(),
+        t.hour()
+    )
+}
+
+/// The object key of a segment.
+pub fn object_key(prefix: &str, checkpoint_time_ms: u64, first_index: u64, count: u64) -> String {
+    format!(
+        "{prefix}segments/{}/{first_index:020}-{:020}.jsonl",
+        hour_partition(checkpoint_time_ms),
         first_index + count.saturating_sub(1)
     )
 }
