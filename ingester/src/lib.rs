@@ -1,13 +1,17 @@
 //! Sealtrail's ingester: the kube-apiserver's audit webhook backend.
 //!
 //! For each `POST` of an `EventList` it canonicalizes every event (RFC 8785, see
-//! `sealtrail-core`), sends only their leaf hashes to the signer in one Append, writes the
-//! events with their inclusion proofs and the signed checkpoint as one segment object
-//! through an [`ObjectStore`](sealtrail_store::ObjectStore), and answers 200 only once that
-//! write is durable. Any failure answers non-2xx, so the apiserver re-sends the batch.
+//! `sealtrail-core`), writes the batch as an immutable *pending batch* — to the local
+//! [`spool`] (fsynced) when one is configured, and create-new to the
+//! [`ObjectStore`](sealtrail_store::ObjectStore) — and answers 200 as soon as it is durable:
+//! in the store, or in the spool while the store is unreachable. Nothing waits for a
+//! signature. The [`sealer`] then appends each batch's leaf hashes to the signer, in order,
+//! and writes the segment that seals it (events, inclusion proofs, signed checkpoint, and
+//! the pending batch's key and SHA-256). Capture therefore rides out signer outages of any
+//! length and store outages as long as the spool has room.
 //!
-//! What it does not: it keeps no state (any replica can die at any time), holds no
-//! signing key, and never decides indexes (the signer does).
+//! What it does not: hold a signing key, or decide indexes (the signer does). Its only
+//! state is the spool, which holds batches until they are sealed.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -19,7 +23,9 @@ use sealtrail_store::ObjectStore;
 pub use sealtrail_proto::client as signer_client;
 
 pub mod metrics;
+pub mod sealer;
 mod server;
+pub mod spool;
 mod webhook;
 
 /// Default limit of a webhook body. Batches of 400 large events exceed 10 MB.
@@ -33,6 +39,26 @@ pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 64;
 pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 512 * 1024 * 1024;
 /// Default time a client gets to send a whole body (the apiserver's own timeout is 30 s).
 pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Default bound of the spool (`--spool-max-bytes`): at 1,000 events/s of 1.5 KB, about
+/// 90 minutes of a store outage.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+/// Default time a request waits for the store once its spool record is durable.
+pub const DEFAULT_STORE_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Default time graceful shutdown keeps sealing queued batches (what is left stays in the
+/// spool, or pending in the store).
+pub const DEFAULT_SEAL_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Default memory queued batches may hold for the sealer; beyond it they are read back
+/// from the spool or the store when their turn comes.
+pub const DEFAULT_MAX_UNSEALED_MEMORY: usize = 256 * 1024 * 1024;
+/// How often readiness re-probes the store (and the signer, for the metrics).
+pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The ingester's clock, Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Errors of the ingester. The `BadRequest`/`TooLarge`/`UnsupportedMediaType` ones are the
 /// client's; `Unavailable` is transient; the rest are internal.
@@ -58,6 +84,10 @@ pub enum Error {
     BadSignerAnswer(String),
     #[error("storage: {0}")]
     Store(#[from] sealtrail_store::StoreError),
+    #[error("{0}")]
+    SpoolFull(String),
+    #[error("spool: {0}")]
+    Spool(String),
     #[error("configuration: {0}")]
     Config(String),
     #[error("internal: {0}")]
@@ -94,6 +124,14 @@ pub struct Config {
     pub bearer_token: Option<String>,
     /// Where to serve `/metrics`, `/healthz`, `/readyz` (plain HTTP), if anywhere.
     pub metrics_listener: Option<tokio::net::TcpListener>,
+    /// The local durable spool; without one, a request is acknowledged only once the store
+    /// holds it, and batches queued for sealing when the process dies stay pending in the
+    /// store (the verifier reports them; `docs/runbooks` says how to seal them).
+    pub spool_dir: Option<PathBuf>,
+    pub spool_max_bytes: u64,
+    pub store_ack_timeout: std::time::Duration,
+    pub seal_drain_timeout: std::time::Duration,
+    pub max_unsealed_memory: usize,
 }
 
 impl Config {
@@ -117,6 +155,11 @@ impl Config {
             allowed_clients: Vec::new(),
             bearer_token: None,
             metrics_listener: None,
+            spool_dir: None,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            store_ack_timeout: DEFAULT_STORE_ACK_TIMEOUT,
+            seal_drain_timeout: DEFAULT_SEAL_DRAIN_TIMEOUT,
+            max_unsealed_memory: DEFAULT_MAX_UNSEALED_MEMORY,
         }
     }
 }
@@ -150,14 +193,46 @@ pub async fn run(
     let signer =
         signer_client::connect_with(&config.signer, &tls_metrics, "ingester-signer-client")
             .map_err(|e| Error::Config(e.to_string()))?;
-    // Readiness asks the signer (a cheap read) rather than trusting the last Append alone.
-    let probe = signer.clone();
     let metrics = Arc::new(metrics::Metrics::default());
+    let (spool, recovered) = open_spool(&config, &metrics).await?;
+    let sealer = Arc::new(sealer::Sealer::new(
+        config.origin.clone(),
+        config.prefix.clone(),
+        config.store.clone(),
+        signer.clone(),
+        spool.clone(),
+        metrics.clone(),
+        config.max_unsealed_memory,
+    ));
+    for r in recovered {
+        sealer.submit(sealer::Entry {
+            key: sealtrail_core::pending::object_key(
+                &config.prefix,
+                &r.batch.events,
+                r.batch.received_ms,
+            ),
+            sha256: r.batch.sha256,
+            received_ms: r.batch.received_ms,
+            count: r.batch.events.len() as u64,
+            spool_name: Some(r.name),
+            stored: false,
+            events: Some(r.batch.events),
+        });
+    }
+    let sealing = tokio::spawn(sealer.clone().run());
+    let prober = tokio::spawn(metrics::probe_loop(
+        metrics.clone(),
+        config.store.clone(),
+        config.prefix.clone(),
+        signer,
+        spool.clone(),
+    ));
     let app = Arc::new(webhook::App {
-        origin: config.origin,
         store: config.store,
         prefix: config.prefix,
-        signer,
+        sealer: sealer.clone(),
+        spool: spool.clone(),
+        store_ack_timeout: config.store_ack_timeout,
         max_body_bytes: config.max_body_bytes,
         body_timeout: config.body_timeout,
         requests: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_requests)),
@@ -182,7 +257,7 @@ pub async fn run(
 
     let stop = sealtrail_ops::Shutdown::new(shutdown);
     let http = config.metrics_listener.map(|l| {
-        let health = metrics::health(metrics, probe).with_tls(tls_metrics);
+        let health = metrics::health(metrics.clone(), spool).with_tls(tls_metrics);
         let stop = stop.wait();
         tokio::spawn(async move {
             if let Err(e) = sealtrail_ops::serve_health(health, l, stop).await {
@@ -198,8 +273,56 @@ pub async fn run(
         stop.wait(),
     )
     .await;
+    // No new batch can arrive now: seal what is queued, for a while.
+    metrics
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    sealer.drain();
+    if tokio::time::timeout(config.seal_drain_timeout, sealing)
+        .await
+        .is_err()
+    {
+        let left = sealer.unsealed_keys();
+        tracing::warn!(
+            batches = left.len(),
+            keys = ?left,
+            "stopped with batches not sealed yet: they stay in the spool (sealed at the next \
+             start) or, without a spool, pending in the store"
+        );
+    }
+    prober.abort();
     if let Some(http) = http {
         let _ = http.await;
     }
     served
+}
+
+/// Opens the spool, if one is configured, and what it holds from before.
+async fn open_spool(
+    config: &Config,
+    metrics: &metrics::Metrics,
+) -> Result<(Option<Arc<spool::Spool>>, Vec<spool::Recovered>), Error> {
+    let Some(dir) = config.spool_dir.clone() else {
+        return Ok((None, Vec::new()));
+    };
+    let max = config.spool_max_bytes;
+    let (spool, recovered, damaged) =
+        tokio::task::spawn_blocking(move || spool::Spool::open(&dir, max))
+            .await
+            .map_err(|e| Error::Internal(format!("spool task: {e}")))?
+            .map_err(|e| Error::Config(format!("spool: {e}")))?;
+    for name in &damaged {
+        metrics.spool_damaged.inc();
+        tracing::error!(
+            record = name,
+            "damaged spool record moved to damaged/, not sealed"
+        );
+    }
+    if !recovered.is_empty() {
+        tracing::info!(
+            batches = recovered.len(),
+            "sealing batches the spool held at start"
+        );
+    }
+    Ok((Some(Arc::new(spool)), recovered))
 }

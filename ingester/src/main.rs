@@ -8,7 +8,8 @@ use clap::Parser;
 use sealtrail_ingester::signer_client::SignerClientConfig;
 use sealtrail_ingester::{
     Config, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IN_FLIGHT_BYTES,
-    DEFAULT_MAX_IN_FLIGHT_REQUESTS, ServerTls,
+    DEFAULT_MAX_IN_FLIGHT_REQUESTS, DEFAULT_MAX_UNSEALED_MEMORY, DEFAULT_SEAL_DRAIN_TIMEOUT,
+    DEFAULT_SPOOL_MAX_BYTES, DEFAULT_STORE_ACK_TIMEOUT, ServerTls,
 };
 use sealtrail_store::s3::LockMode;
 use sealtrail_store::{Location, S3Settings};
@@ -105,6 +106,24 @@ struct Cli {
     /// Address for /metrics, /healthz and /readyz (plain HTTP).
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Local durable spool (its own volume): batches are recorded here (fsynced) before
+    /// they are acknowledged and kept until sealed, so capture rides out store outages and
+    /// restarts. Without it a batch is acknowledged only once the store holds it.
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    /// Bound of the spool, in bytes; when full (and the store is away), 503.
+    #[arg(long, default_value_t = DEFAULT_SPOOL_MAX_BYTES)]
+    spool_max_bytes: u64,
+    /// Time a request waits for the store once its spool record is durable, in
+    /// milliseconds; then it is acknowledged from the spool.
+    #[arg(long, default_value_t = DEFAULT_STORE_ACK_TIMEOUT.as_millis() as u64)]
+    store_ack_timeout_ms: u64,
+    /// Time graceful shutdown keeps sealing queued batches, in seconds.
+    #[arg(long, default_value_t = DEFAULT_SEAL_DRAIN_TIMEOUT.as_secs())]
+    seal_drain_timeout_secs: u64,
+    /// Memory queued batches may hold for the sealer, in bytes (beyond, re-read when due).
+    #[arg(long, default_value_t = DEFAULT_MAX_UNSEALED_MEMORY)]
+    max_unsealed_memory_bytes: usize,
 }
 
 #[tokio::main]
@@ -184,6 +203,11 @@ async fn main() -> anyhow::Result<()> {
         allowed_clients: cli.allowed_clients,
         bearer_token,
         metrics_listener,
+        spool_dir: cli.spool_dir,
+        spool_max_bytes: cli.spool_max_bytes,
+        store_ack_timeout: Duration::from_millis(cli.store_ack_timeout_ms),
+        seal_drain_timeout: Duration::from_secs(cli.seal_drain_timeout_secs),
+        max_unsealed_memory: cli.max_unsealed_memory_bytes,
     };
     sealtrail_ingester::run(config, listener, sealtrail_ops::shutdown_signal()).await?;
     tracing::info!("ingester stopped");

@@ -1,4 +1,5 @@
-//! The webhook route: EventList in, segment out, 200 only when durable.
+//! The webhook route: EventList in, pending batch out (spool record, then store object),
+//! 200 only when durable; the sealer signs it afterwards.
 
 use std::sync::Arc;
 
@@ -8,18 +9,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sealtrail_core::checkpoint::SignedCheckpoint;
 use sealtrail_core::event::{EventBatch, parse_event_list};
-use sealtrail_core::merkle::{self, Hash};
-use sealtrail_core::segment;
-use sealtrail_proto::v1::AppendRequest;
-use sealtrail_proto::v1::signer_client::SignerClient;
+use sealtrail_core::merkle::Hash;
+use sealtrail_core::pending;
 use sealtrail_store::{ObjectStore, PutOutcome, StoreError};
 use std::sync::atomic::Ordering;
 use tokio::sync::Semaphore;
-use tonic::transport::Channel;
 
 use crate::metrics::Metrics;
+use crate::sealer::{Entry, Sealer};
+use crate::spool::{self, Spool, SpoolError};
 
 use crate::{Error, WEBHOOK_PATH};
 
@@ -31,10 +30,12 @@ pub const MEMORY_PER_BODY_BYTE: usize = 4;
 const RETRY_AFTER_SECS: &str = "5";
 
 pub struct App {
-    pub origin: String,
     pub store: Arc<dyn ObjectStore>,
     pub prefix: String,
-    pub signer: SignerClient<Channel>,
+    pub sealer: Arc<Sealer>,
+    pub spool: Option<Arc<Spool>>,
+    /// How long a request waits for the store when its spool record is already durable.
+    pub store_ack_timeout: std::time::Duration,
     pub max_body_bytes: usize,
     pub body_timeout: std::time::Duration,
     /// One permit per request being handled.
@@ -62,7 +63,10 @@ impl IntoResponse for Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::Unavailable(_) | Error::BadSignerAnswer(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_)
+            | Error::BadSignerAnswer(_)
+            | Error::SpoolFull(_)
+            | Error::Spool(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store(StoreError::Unavailable(_) | StoreError::Io(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -103,12 +107,18 @@ async fn ingest(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> 
                 Error::BodyTimeout(_) => "body_timeout",
                 Error::Unavailable(_) | Error::BadSignerAnswer(_) => "signer",
                 Error::Store(_) => "storage",
+                Error::SpoolFull(_) => "spool_full",
+                Error::Spool(_) => "spool",
                 Error::Config(_) | Error::Internal(_) => "internal",
             };
             // Counted as one rejected batch: the events of a refused body are not known.
             app.metrics.rejected(reason, 1);
             match &e {
-                Error::Unavailable(_) | Error::BadSignerAnswer(_) | Error::Store(_) => {
+                Error::Unavailable(_)
+                | Error::BadSignerAnswer(_)
+                | Error::Store(_)
+                | Error::SpoolFull(_)
+                | Error::Spool(_) => {
                     tracing::error!(error = %e, "batch not stored")
                 }
                 Error::Config(_) | Error::Internal(_) => {
@@ -211,70 +221,27 @@ async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Resp
     m.events_received.inc_by(batch.events.len() as u64);
     m.batch_size.observe(batch.events.len() as f64);
     if batch.events.is_empty() {
-        return Ok((StatusCode::OK, r#"{"stored":0}"#).into_response());
-    }
-
-    let leaves: Vec<Hash> = batch.events.iter().map(|e| e.leaf_hash).collect();
-    let rpc_started = std::time::Instant::now();
-    let answer = app
-        .signer
-        .clone()
-        .append(AppendRequest {
-            leaf_hashes: leaves.iter().map(|h| h.to_vec()).collect(),
-        })
-        .await;
-    m.signer_rpc_seconds
-        .observe(rpc_started.elapsed().as_secs_f64());
-    m.signer_ok.store(answer.is_ok(), Ordering::Relaxed);
-    let answer = answer
-        .map_err(|s| Error::Unavailable(format!("signer: {} ({:?})", s.message(), s.code())))?
-        .into_inner();
-
-    // Check the signer's answer before storing it: a bad answer is never made evidence.
-    let checkpoint = SignedCheckpoint::parse(&answer.checkpoint)
-        .map_err(|e| Error::BadSignerAnswer(format!("checkpoint: {e}")))?;
-    let cp = &checkpoint.checkpoint;
-    if cp.origin != app.origin {
-        return Err(Error::BadSignerAnswer(format!(
-            "checkpoint of log {:?}, this ingester writes {:?}",
-            cp.origin, app.origin
-        )));
-    }
-    if answer.proofs.len() != leaves.len() {
-        return Err(Error::BadSignerAnswer(format!(
-            "{} proofs for {} leaves",
-            answer.proofs.len(),
-            leaves.len()
-        )));
-    }
-    let first = answer.first_index;
-    let mut proofs = Vec::with_capacity(leaves.len());
-    for (i, (leaf, proof)) in leaves.iter().zip(answer.proofs).enumerate() {
-        let proof = proof
-            .hashes
-            .into_iter()
-            .map(|h| <Hash>::try_from(h.as_slice()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| Error::BadSignerAnswer("proof hash of the wrong length".into()))?;
-        let index = first
-            .checked_add(i as u64)
-            .ok_or_else(|| Error::BadSignerAnswer("first index overflows".into()))?;
-        merkle::verify_inclusion(index, cp.size, leaf, &proof, &cp.root)
-            .map_err(|e| Error::BadSignerAnswer(format!("leaf {index}: {e}")))?;
-        proofs.push(proof);
+        return Ok((StatusCode::OK, r#"{"accepted":0}"#).into_response());
     }
 
     let count = batch.events.len() as u64;
-    let bytes = segment::encode(first, &checkpoint, &batch.events, &proofs)
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let key = segment::object_key(&app.prefix, cp.time_ms, first, count);
-    let outcome = app.store.put_new(&key, &bytes).await;
-    m.store_ok.store(outcome.is_ok(), Ordering::Relaxed);
-    if outcome.is_err() {
-        m.storage_errors.inc();
+    let received_ms = crate::now_ms();
+    let (bytes, sha256) =
+        pending::encode(received_ms, &batch.events).map_err(|e| Error::Internal(e.to_string()))?;
+    let key = pending::object_key(&app.prefix, &batch.events, received_ms);
+    let spool_name = match &app.spool {
+        Some(spool) => Some(spool_write(app, spool, received_ms, &sha256, bytes.clone()).await?),
+        None => None,
+    };
+    let stored = store_pending(app, &key, &bytes, spool_name.is_some()).await?;
+    // A retry of a batch stored before: seal the stored one (its receipt time, its bytes).
+    let (mut sha256, mut received_ms) = (sha256, received_ms);
+    if stored == Stored::Earlier {
+        (sha256, received_ms) =
+            crate::sealer::adopt_stored(app.store.as_ref(), &key, &batch.events)
+                .await
+                .map_err(Error::Internal)?;
     }
-    let outcome = outcome?;
-    m.events_stored.inc_by(count);
     if let Some(newest) = batch
         .events
         .iter()
@@ -284,12 +251,108 @@ async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Resp
     {
         m.saw_event_time(newest);
     }
-    if outcome == PutOutcome::AlreadyStored {
-        tracing::info!(key, "segment was already stored (retried batch)");
-    }
-    tracing::debug!(key, events = count, first_index = first, "segment stored");
-    let body = serde_json::json!({ "stored": count, "first_index": first, "object": key });
+    app.sealer.submit(Entry {
+        key: key.clone(),
+        sha256,
+        received_ms,
+        count,
+        spool_name,
+        stored: stored != Stored::No,
+        events: Some(batch.events),
+    });
+    m.events_stored.inc_by(count);
+    let durable = if stored == Stored::No {
+        "spool"
+    } else {
+        "store"
+    };
+    tracing::debug!(batch = key, events = count, durable, "batch acknowledged");
+    let body = serde_json::json!({ "accepted": count, "batch": key, "durable": durable });
     Ok((StatusCode::OK, body.to_string()).into_response())
+}
+
+/// Writes the spool record of a batch (fsynced) before anything else is done with it.
+async fn spool_write(
+    app: &App,
+    spool: &Arc<Spool>,
+    received_ms: u64,
+    sha256: &Hash,
+    bytes: Vec<u8>,
+) -> Result<String, Error> {
+    let name = spool::record_name(received_ms, sha256);
+    let (spool, record) = (spool.clone(), name.clone());
+    let written = tokio::task::spawn_blocking(move || spool.write(&record, &bytes))
+        .await
+        .map_err(|e| Error::Internal(format!("spool task: {e}")))?;
+    match written {
+        Ok(()) => Ok(name),
+        Err(e @ SpoolError::Full { .. }) => {
+            app.metrics.spool_full.inc();
+            Err(Error::SpoolFull(e.to_string()))
+        }
+        Err(e) => Err(Error::Spool(e.to_string())),
+    }
+}
+
+/// Where the pending object is after [`store_pending`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// Stored now (or these very bytes were already).
+    Yes,
+    /// The key holds an earlier attempt of the batch (other bytes: another receipt time).
+    Earlier,
+    /// Not stored yet: the spool holds it.
+    No,
+}
+
+/// Writes the pending object. With a spool record already durable, a store that fails or
+/// is slow does not fail the request (the sealer writes it later), and a store known to be
+/// down is not even tried; without one, the store's answer is the request's.
+async fn store_pending(app: &App, key: &str, bytes: &[u8], spooled: bool) -> Result<Stored, Error> {
+    let m = &app.metrics;
+    if spooled && !m.store_ok.load(Ordering::Relaxed) {
+        return Ok(Stored::No);
+    }
+    let put = app.store.put_new(key, bytes);
+    let outcome = if spooled {
+        match tokio::time::timeout(app.store_ack_timeout, put).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {:?}",
+                app.store_ack_timeout
+            ))),
+        }
+    } else {
+        put.await
+    };
+    match outcome {
+        Ok(outcome) => {
+            m.store_ok.store(true, Ordering::Relaxed);
+            if outcome == PutOutcome::AlreadyStored {
+                tracing::info!(key, "pending batch was already stored (retried write)");
+            }
+            Ok(Stored::Yes)
+        }
+        Err(StoreError::Conflict(_)) => {
+            tracing::info!(
+                key,
+                "batch stored by an earlier attempt (a retried request)"
+            );
+            Ok(Stored::Earlier)
+        }
+        Err(e) => {
+            m.storage_errors.inc();
+            if matches!(e, StoreError::Unavailable(_) | StoreError::Io(_)) {
+                m.store_ok.store(false, Ordering::Relaxed);
+            }
+            if spooled {
+                tracing::warn!(key, error = %e, "store unavailable: batch kept in the spool");
+                Ok(Stored::No)
+            } else {
+                Err(e.into())
+            }
+        }
+    }
 }
 
 /// Most auditIDs named in one log line about a refused batch.

@@ -1,0 +1,503 @@
+//! The sealing loop: appends each acknowledged (pending) batch's leaf hashes to the signer,
+//! in the order the batches were acknowledged, and writes the segment that seals it.
+//!
+//! Every step is idempotent, so the loop simply retries each one until it succeeds: the
+//! pending object is written create-new (the same bytes land on the same key); an Append
+//! the signer already committed is answered from its dedupe window with the same indexes
+//! and checkpoint, so the segment comes out byte for byte the same and its create-new write
+//! is a retried write. A batch is taken off the spool only once its segment is durable.
+//!
+//! Batches are sealed in groups (up to [`MAX_GROUP`] Appends in flight), so that one
+//! checkpoint signature covers many batches and a backlog drains far faster than batches
+//! arrive. Two batches of identical events (an apiserver retry of a batch whose answer was
+//! lost) are never in one group: the signer's dedupe does not see two Appends of one
+//! commit, so the second waits for the next group, where it is recognised as sealed.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sealtrail_core::checkpoint::SignedCheckpoint;
+use sealtrail_core::event::CanonicalEvent;
+use sealtrail_core::merkle::{Hash, InclusionVerifier};
+use sealtrail_core::{pending, segment};
+use sealtrail_proto::v1::AppendRequest;
+use sealtrail_proto::v1::signer_client::SignerClient;
+use sealtrail_store::{ObjectStore, StoreError};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::Notify;
+use tonic::transport::Channel;
+
+use crate::metrics::Metrics;
+use crate::spool::Spool;
+
+/// Most batches sealed together (one Append each, sharing the signer's group commit).
+pub const MAX_GROUP: usize = 64;
+/// First and longest wait between attempts of a failing step.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// An acknowledged batch waiting to be sealed.
+#[derive(Debug)]
+pub struct Entry {
+    /// Its pending object key.
+    pub key: String,
+    pub sha256: Hash,
+    pub received_ms: u64,
+    pub count: u64,
+    /// Its spool record, if the spool holds it.
+    pub spool_name: Option<String>,
+    /// Whether the pending object is known to be durable in the store.
+    pub stored: bool,
+    /// The events, while the memory budget allows; else read back when sealed.
+    pub events: Option<Vec<CanonicalEvent>>,
+}
+
+/// What the sealing loop needs.
+pub struct Sealer {
+    pub origin: String,
+    pub prefix: String,
+    pub store: Arc<dyn ObjectStore>,
+    pub signer: SignerClient<Channel>,
+    pub spool: Option<Arc<Spool>>,
+    pub metrics: Arc<Metrics>,
+    /// Bytes of events held in memory by queued entries, at most.
+    pub memory_budget: usize,
+    queue: Mutex<Queue>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    entries: VecDeque<Entry>,
+    /// Event bytes the queued entries hold.
+    held: usize,
+    /// Queued and in-flight batches, and the oldest `received_ms` among them.
+    unsealed: std::collections::BTreeMap<(u64, Hash), usize>,
+    draining: bool,
+}
+
+impl Sealer {
+    pub fn new(
+        origin: String,
+        prefix: String,
+        store: Arc<dyn ObjectStore>,
+        signer: SignerClient<Channel>,
+        spool: Option<Arc<Spool>>,
+        metrics: Arc<Metrics>,
+        memory_budget: usize,
+    ) -> Self {
+        Self {
+            origin,
+            prefix,
+            store,
+            signer,
+            spool,
+            metrics,
+            memory_budget,
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A panic while holding it leaves a consistent queue (no step spans an await).
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues an acknowledged batch.
+    pub fn submit(&self, mut entry: Entry) {
+        let mut q = self.lock();
+        let size: usize = entry
+            .events
+            .iter()
+            .flatten()
+            .map(|e| e.canonical.len())
+            .sum();
+        if q.held + size > self.memory_budget {
+            entry.events = None;
+        } else {
+            q.held += size;
+        }
+        *q.unsealed
+            .entry((entry.received_ms, entry.sha256))
+            .or_default() += 1;
+        q.entries.push_back(entry);
+        self.publish(&q);
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    fn publish(&self, q: &Queue) {
+        let m = &self.metrics;
+        m.pending_batches.set(q.unsealed.len() as i64);
+        let oldest = q.unsealed.keys().next().map_or(0, |(ms, _)| *ms);
+        m.oldest_unsealed_ms
+            .store(oldest, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Batches acknowledged and not sealed yet.
+    pub fn unsealed(&self) -> usize {
+        self.lock().unsealed.len()
+    }
+
+    /// Stops waiting for new batches: [`Sealer::run`] returns once the queue is empty.
+    pub fn drain(&self) {
+        self.lock().draining = true;
+        self.wake.notify_one();
+    }
+
+    /// The keys of batches not sealed (for the log at shutdown).
+    pub fn unsealed_keys(&self) -> Vec<String> {
+        let q = self.lock();
+        q.entries.iter().map(|e| e.key.clone()).collect()
+    }
+
+    /// Seals queued batches until drained.
+    pub async fn run(self: Arc<Self>) {
+        let mut deferred: Vec<Entry> = Vec::new();
+        loop {
+            let group = {
+                let mut q = self.lock();
+                let mut group = std::mem::take(&mut deferred);
+                while group.len() < MAX_GROUP {
+                    let Some(e) = q.entries.pop_front() else {
+                        break;
+                    };
+                    q.held -= e
+                        .events
+                        .iter()
+                        .flatten()
+                        .map(|e| e.canonical.len())
+                        .sum::<usize>();
+                    group.push(e);
+                }
+                if group.is_empty() && q.draining {
+                    return;
+                }
+                group
+            };
+            if group.is_empty() {
+                self.wake.notified().await;
+                continue;
+            }
+            let (now, later) = split_duplicates(self.load_all(group).await);
+            deferred = later;
+            let sealed = futures_util::future::join_all(now.into_iter().map(|(e, events)| {
+                let this = self.clone();
+                async move {
+                    this.seal_until_done(&e, &events).await;
+                    e
+                }
+            }))
+            .await;
+            self.done(&sealed.iter().collect::<Vec<_>>());
+        }
+    }
+
+    fn done(&self, entries: &[&Entry]) {
+        let mut q = self.lock();
+        for e in entries {
+            let k = (e.received_ms, e.sha256);
+            if let Some(n) = q.unsealed.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    q.unsealed.remove(&k);
+                }
+            }
+        }
+        self.publish(&q);
+    }
+
+    /// The events of each entry (from memory, the spool or the store); a batch whose
+    /// record is damaged is moved aside and dropped from sealing, loudly.
+    async fn load_all(&self, group: Vec<Entry>) -> Vec<(Entry, Vec<CanonicalEvent>)> {
+        let mut out = Vec::with_capacity(group.len());
+        for mut e in group {
+            let events = match e.events.take() {
+                Some(events) => events,
+                None => match self.load(&e).await {
+                    Some(events) => events,
+                    None => {
+                        self.done(&[&e]);
+                        continue;
+                    }
+                },
+            };
+            out.push((e, events));
+        }
+        out
+    }
+
+    async fn load(&self, e: &Entry) -> Option<Vec<CanonicalEvent>> {
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            let read = match (&self.spool, &e.spool_name) {
+                (Some(spool), Some(name)) => {
+                    let (spool, name) = (spool.clone(), name.clone());
+                    tokio::task::spawn_blocking(move || spool.read(&name))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                }
+                _ => match self.store.get(&e.key).await {
+                    Ok(b) => Ok((Sha256::digest(&b)[..] == e.sha256).then_some(b)),
+                    Err(err) => Err(err.to_string()),
+                },
+            };
+            match read {
+                Ok(Some(bytes)) => match pending::parse(&bytes) {
+                    Ok(batch) => return Some(batch.events),
+                    Err(err) => {
+                        self.damaged(e, &err.to_string()).await;
+                        return None;
+                    }
+                },
+                Ok(None) => {
+                    self.damaged(e, "content does not match its SHA-256").await;
+                    return None;
+                }
+                Err(err) => {
+                    tracing::warn!(batch = %e.key, error = %err, "cannot read a batch to seal; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn damaged(&self, e: &Entry, why: &str) {
+        self.metrics.spool_damaged.inc();
+        tracing::error!(batch = %e.key, spool_record = ?e.spool_name, why, "damaged batch: moved aside, not sealed");
+        if let (Some(spool), Some(name)) = (self.spool.clone(), e.spool_name.clone()) {
+            let moved = tokio::task::spawn_blocking(move || spool.quarantine(&name)).await;
+            if !matches!(moved, Ok(Ok(()))) {
+                tracing::error!(batch = %e.key, "could not move the damaged record aside");
+            }
+        }
+    }
+
+    /// Runs every step of sealing one batch, each retried until it succeeds.
+    async fn seal_until_done(&self, e: &Entry, events: &[CanonicalEvent]) {
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            match self.seal(e, events).await {
+                Ok(()) => return,
+                Err((stage, err)) => {
+                    self.metrics.seal_error(stage);
+                    tracing::warn!(batch = %e.key, stage, error = %err, "sealing failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn seal(
+        &self,
+        e: &Entry,
+        events: &[CanonicalEvent],
+    ) -> Result<(), (&'static str, String)> {
+        let (mut sha256, mut received_ms) = (e.sha256, e.received_ms);
+        if !e.stored {
+            // Spooled while the store was away: the same bytes, re-encoded, to the same key.
+            let (bytes, sha) =
+                pending::encode(e.received_ms, events).map_err(|x| ("encode", x.to_string()))?;
+            if sha != e.sha256 {
+                return Err(("encode", "re-encoded batch differs from its record".into()));
+            }
+            match self.store.put_new(&e.key, &bytes).await {
+                Ok(_) => {}
+                Err(StoreError::Conflict(_)) => {
+                    (sha256, received_ms) = adopt_stored(self.store.as_ref(), &e.key, events)
+                        .await
+                        .map_err(|x| ("store", x))?;
+                }
+                Err(x) => return Err(("store", x.to_string())),
+            }
+        }
+        let leaves: Vec<Hash> = events.iter().map(|ev| ev.leaf_hash).collect();
+        let started = std::time::Instant::now();
+        let answer = self
+            .signer
+            .clone()
+            .append(AppendRequest {
+                leaf_hashes: leaves.iter().map(|h| h.to_vec()).collect(),
+            })
+            .await;
+        self.metrics
+            .signer_rpc_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .signer_ok
+            .store(answer.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        let answer = answer
+            .map_err(|s| ("signer", format!("{} ({:?})", s.message(), s.code())))?
+            .into_inner();
+        let (checkpoint, proofs) =
+            check_answer(&self.origin, &leaves, answer).map_err(|x| ("answer", x))?;
+        let first = checkpoint.0;
+        let sealed = segment::SealedFrom {
+            batch: e.key.clone(),
+            batch_sha256: sha256,
+            received_ms,
+        };
+        let cp = &checkpoint.1;
+        let bytes = segment::encode_with(first, cp, Some(&sealed), events, &proofs)
+            .map_err(|x| ("encode", x.to_string()))?;
+        let key = segment::object_key(&self.prefix, cp.checkpoint.time_ms, first, e.count);
+        match self.store.put_new(&key, &bytes).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => {
+                self.check_sealed_elsewhere(&key, first, &leaves).await?
+            }
+            Err(x) => return Err(("segment", x.to_string())),
+        }
+        if let (Some(spool), Some(name)) = (self.spool.clone(), e.spool_name.clone()) {
+            tokio::task::spawn_blocking(move || spool.remove(&name))
+                .await
+                .map_err(|x| ("spool", x.to_string()))?
+                .map_err(|x| ("spool", x.to_string()))?;
+        }
+        let m = &self.metrics;
+        m.sealed_batches.inc();
+        m.events_sealed.inc_by(e.count);
+        let now = crate::now_ms();
+        m.seal_lag_seconds
+            .observe(now.saturating_sub(e.received_ms) as f64 / 1000.0);
+        tracing::debug!(batch = %e.key, segment = key, first_index = first, "batch sealed");
+        Ok(())
+    }
+
+    /// A segment already holds these indexes: the batch is a copy of one sealed before
+    /// (an apiserver retry whose first answer was lost) if that segment holds exactly these
+    /// leaves; anything else is an error that retrying will keep showing.
+    async fn check_sealed_elsewhere(
+        &self,
+        key: &str,
+        first: u64,
+        leaves: &[Hash],
+    ) -> Result<(), (&'static str, String)> {
+        let existing = self
+            .store
+            .get(key)
+            .await
+            .map_err(|x| ("segment", x.to_string()))?;
+        let same = segment::parse_header(&existing)
+            .ok()
+            .is_some_and(|(h, body)| {
+                h.first_index == first
+                    && h.count == leaves.len() as u64
+                    && segment::records(body)
+                        .map(|(_, r)| r.map(|r| r.leaf_hash))
+                        .zip(leaves)
+                        .all(|(r, l)| r.as_ref().ok() == Some(l))
+            });
+        if !same {
+            return Err((
+                "segment",
+                format!("{key} exists with other events than the signer gave these indexes"),
+            ));
+        }
+        self.metrics.duplicate_batches.inc();
+        tracing::info!(
+            segment = key,
+            "batch already sealed from an identical batch (a retried request)"
+        );
+        Ok(())
+    }
+}
+
+/// The pending object already under `key` (an earlier attempt of the same batch, received
+/// earlier): its SHA-256 and `received_ms`, if it holds exactly these events. Anything else
+/// under an events-named key was not written by an ingester; the error says so, and the
+/// batch waits (and is alerted on) rather than being sealed against it.
+pub async fn adopt_stored(
+    store: &dyn ObjectStore,
+    key: &str,
+    events: &[CanonicalEvent],
+) -> Result<(Hash, u64), String> {
+    let bytes = store.get(key).await.map_err(|e| e.to_string())?;
+    let theirs =
+        pending::parse(&bytes).map_err(|e| format!("{key} is not a valid pending batch: {e}"))?;
+    let same = theirs.events.len() == events.len()
+        && theirs
+            .events
+            .iter()
+            .zip(events)
+            .all(|(a, b)| a.leaf_hash == b.leaf_hash);
+    if !same {
+        return Err(format!(
+            "{key} holds other events than the batch it is named for"
+        ));
+    }
+    Ok((theirs.sha256, theirs.received_ms))
+}
+
+/// Puts a batch whose events an earlier member of the group also carries into the next
+/// group.
+fn split_duplicates(
+    loaded: Vec<(Entry, Vec<CanonicalEvent>)>,
+) -> (Vec<(Entry, Vec<CanonicalEvent>)>, Vec<Entry>) {
+    let mut seen = HashSet::new();
+    let (mut now, mut later) = (Vec::new(), Vec::new());
+    for (mut e, events) in loaded {
+        let mut h = Sha256::new();
+        for ev in &events {
+            h.update(ev.leaf_hash);
+        }
+        if seen.insert(<Hash>::from(h.finalize())) {
+            now.push((e, events));
+        } else {
+            e.events = Some(events);
+            later.push(e);
+        }
+    }
+    (now, later)
+}
+
+type Answer = ((u64, SignedCheckpoint), Vec<Vec<Hash>>);
+
+/// Checks the signer's answer before anything of it is stored: a bad answer is never made
+/// evidence.
+fn check_answer(
+    origin: &str,
+    leaves: &[Hash],
+    answer: sealtrail_proto::v1::AppendResponse,
+) -> Result<Answer, String> {
+    let checkpoint =
+        SignedCheckpoint::parse(&answer.checkpoint).map_err(|e| format!("checkpoint: {e}"))?;
+    let cp = &checkpoint.checkpoint;
+    if cp.origin != origin {
+        return Err(format!(
+            "checkpoint of log {:?}, this ingester writes {origin:?}",
+            cp.origin
+        ));
+    }
+    if answer.proofs.len() != leaves.len() {
+        return Err(format!(
+            "{} proofs for {} leaves",
+            answer.proofs.len(),
+            leaves.len()
+        ));
+    }
+    let first = answer.first_index;
+    let mut verifier = InclusionVerifier::new(cp.size, cp.root);
+    let mut proofs = Vec::with_capacity(leaves.len());
+    for (i, (leaf, proof)) in leaves.iter().zip(answer.proofs).enumerate() {
+        let proof = proof
+            .hashes
+            .into_iter()
+            .map(|h| <Hash>::try_from(h.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| "proof hash of the wrong length".to_string())?;
+        let index = first
+            .checked_add(i as u64)
+            .ok_or_else(|| "first index overflows".to_string())?;
+        verifier
+            .verify(index, leaf, &proof)
+            .map_err(|e| format!("leaf {index}: {e}"))?;
+        proofs.push(proof);
+    }
+    Ok(((first, checkpoint), proofs))
+}
