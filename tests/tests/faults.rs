@@ -44,8 +44,9 @@ async fn assert_exactly_once(h: &Harness, store: &dyn sealtrail_store::ObjectSto
     assert_eq!(report.events_verified, 222);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storage_outage_gives_503_then_everything_lands_once() {
+/// A replay during which the object store is unreachable for 3 s (a TCP proxy in front of
+/// moto switched off); returns the emulator's report and the metrics text seen mid-outage.
+async fn storage_outage(spool: bool) -> (emulator::EmulatorReport, String) {
     let moto = MotoServer::start().unwrap();
     let direct = s3_client(&moto.endpoint).await;
     create_lock_bucket(&direct, "trail", None).await.unwrap();
@@ -64,12 +65,17 @@ async fn storage_outage_gives_503_then_everything_lands_once() {
     let via_proxy =
         aws_sdk_s3::Client::from_conf(opts.apply(via_proxy.config().to_builder()).build());
     let store = Arc::new(S3Store::with_client(via_proxy, cfg.clone()));
-    let h = Harness::start_full(
+    let mut h = Harness::start_full(
         sealtrail_ingester::DEFAULT_MAX_BODY_BYTES,
         None,
         Some((store, "c1/".into())),
     )
     .await;
+    if !spool {
+        h.stop_ingester().await;
+        h.spool_dir = None;
+        h.start_ingester().await;
+    }
 
     let replay = {
         let cfg = patient(&h, 40);
@@ -78,17 +84,40 @@ async fn storage_outage_gives_503_then_everything_lands_once() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     proxy.off();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, mid_outage) = http_get(h.ingester_metrics_addr.unwrap(), "/metrics").await;
     proxy.on();
     let report = replay.await.unwrap();
     assert_eq!(report.batches_dropped, 0, "{report:?}");
+    let reader = S3Store::with_client(direct, cfg);
+    assert_exactly_once(&h, &reader, "c1/").await;
+    h.shutdown().await;
+    (report, mid_outage)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_outage_without_a_spool_gives_503_then_everything_lands_once() {
+    let (report, _) = storage_outage(false).await;
     assert!(
         report.status_counts.get(&503).copied().unwrap_or(0) > 0,
         "the outage was not seen: {:?}",
         report.status_counts
     );
-    let reader = S3Store::with_client(direct, cfg);
-    assert_exactly_once(&h, &reader, "c1/").await;
-    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_outage_with_a_spool_is_acknowledged_from_it_and_lands_once() {
+    let (report, mid_outage) = storage_outage(true).await;
+    assert_eq!(
+        report.status_counts.keys().copied().collect::<Vec<_>>(),
+        vec![200],
+        "every request acknowledged: {:?}",
+        report.status_counts
+    );
+    let spooled = metric(&mid_outage, "sealtrail_ingester_spool_records").unwrap();
+    assert!(
+        spooled > 0.0,
+        "nothing was spooled during the outage:\n{mid_outage}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +144,7 @@ async fn signer_sigkilled_during_a_replay() {
     h.shutdown().await;
 }
 
-fn spawn_ingester(h: &Harness, addr: std::net::SocketAddr) -> Child {
+fn spawn_ingester(h: &Harness, addr: std::net::SocketAddr, metrics: std::net::SocketAddr) -> Child {
     Command::new(binary("sealtrail-ingester"))
         .args(["--origin", ORIGIN, "--listen", &addr.to_string()])
         .arg("--tls-cert")
@@ -139,6 +168,9 @@ fn spawn_ingester(h: &Harness, addr: std::net::SocketAddr) -> Child {
             "--allow-client",
             "kube-apiserver",
         ])
+        .arg("--spool-dir")
+        .arg(h.dir.path().join("process-spool"))
+        .args(["--metrics-listen", &metrics.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -152,11 +184,12 @@ async fn ingester_sigkilled_mid_request() {
     let mut cfg = patient(&h, 20);
     // The in-process ingester is replaced by a real process on a fixed address.
     h.stop_ingester().await;
-    let addr = {
+    let port = || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let mut child = spawn_ingester(&h, addr);
+    let (addr, metrics) = (port(), port());
+    let mut child = spawn_ingester(&h, addr, metrics);
     wait_listening(addr).await;
     cfg.url = format!("https://{addr}{}", sealtrail_ingester::WEBHOOK_PATH);
 
@@ -165,9 +198,12 @@ async fn ingester_sigkilled_mid_request() {
     child.kill().unwrap();
     child.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut child = spawn_ingester(&h, addr);
+    // Acknowledged batches were in its spool: the new process seals them.
+    let mut child = spawn_ingester(&h, addr, metrics);
     let report = replay.await.unwrap();
     assert_eq!(report.batches_dropped, 0, "{report:?}");
+    wait_listening(metrics).await;
+    wait_sealed_at(metrics).await;
     assert_exactly_once(&h, &h.store(), "").await;
     child.kill().unwrap();
     child.wait().unwrap();

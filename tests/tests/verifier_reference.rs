@@ -227,9 +227,11 @@ async fn incremental_run_reads_only_new_objects() {
 
     let full = verify(&h, &store, &Options::default()).await;
     assert!(full.intact(), "{}", full.summary());
-    assert_eq!(store.objects_read(), before);
+    // Every segment and the pending batch each one seals.
+    assert_eq!(store.objects_read(), 2 * before);
     let state = full.state.clone().unwrap();
     assert_eq!(state.objects.len(), before);
+    assert_eq!(state.sealed.len(), before);
 
     // A state round-trips through its file.
     let path = h.dir.path().join("verifier-state.json");
@@ -270,8 +272,8 @@ async fn incremental_run_reads_only_new_objects() {
     assert!(r.intact(), "{}", r.summary());
     assert_eq!(
         store.objects_read(),
-        after - before,
-        "only the new object is read"
+        2 * (after - before),
+        "only the new segment and its pending batch are read"
     );
     assert_eq!(r.segments_read, 1);
     assert_eq!(r.segments_skipped as usize, before);

@@ -91,6 +91,8 @@ struct Suite {
     segs: Vec<Seg>,
     /// Every leaf hash of the log, by index.
     leaves: Vec<Hash>,
+    /// The pending batches the segments seal (key, bytes).
+    pending: Vec<(String, Vec<u8>)>,
 }
 
 impl Suite {
@@ -105,6 +107,9 @@ impl Suite {
         let store = self.lock_bucket(bucket).await;
         for s in &self.segs {
             store.put_new(&s.key, &s.bytes).await.unwrap();
+        }
+        for (key, bytes) in &self.pending {
+            store.put_new(key, bytes).await.unwrap();
         }
         store
     }
@@ -329,6 +334,10 @@ async fn setup(pristine: &str) -> Suite {
         }
     }
     assert_eq!(leaves.len(), 222);
+    let mut pending = Vec::new();
+    for o in store.list(&format!("{PREFIX}pending/")).await.unwrap() {
+        pending.push((o.key.clone(), store.get(&o.key).await.unwrap()));
+    }
     Suite {
         endpoint,
         client,
@@ -336,6 +345,7 @@ async fn setup(pristine: &str) -> Suite {
         pristine: store,
         segs,
         leaves,
+        pending,
     }
 }
 

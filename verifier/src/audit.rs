@@ -63,6 +63,9 @@ pub struct Options {
     /// Do not hash whole objects for [`Report::state`] (when no state will be saved): a
     /// state without them treats any moved fingerprint as a changed object.
     pub no_object_hashes: bool,
+    /// Age after which a pending batch without a seal is `unsealed_batch` (`None`:
+    /// [`crate::sealing::DEFAULT_SEAL_GRACE`]).
+    pub seal_grace: Option<Duration>,
 }
 
 const STATE_FILE: &str = "(state file)";
@@ -96,6 +99,10 @@ struct Checked {
     /// The header, and where the records start.
     header: Result<(SegmentHeader, usize), sealtrail_core::Error>,
     records: Vec<CheckedLine>,
+    /// Digest of the leaves, in order, when every record parsed and proved and there are as
+    /// many as the header declares (for the sealing checks; a segment with bad lines is
+    /// reported for those lines, not again as a seal of other events).
+    leaves: Option<Hash>,
 }
 
 fn check_records(bytes: Vec<u8>, size: u64, root: Hash, hash_object: bool) -> Checked {
@@ -113,11 +120,23 @@ fn check_records(bytes: Vec<u8>, size: u64, root: Hash, hash_object: bool) -> Ch
         }
         (header, bytes.len() - body.len())
     });
+    let whole = header
+        .as_ref()
+        .is_ok_and(|(h, _)| h.count == records.len() as u64)
+        && records.iter().all(|(_, r, p)| r.is_ok() && p.is_ok());
+    let leaves = whole.then(|| {
+        crate::sealing::leaves_digest(
+            records
+                .iter()
+                .filter_map(|(_, r, _)| r.as_ref().ok().map(|r| &r.leaf_hash)),
+        )
+    });
     Checked {
         bytes,
         content_sha256,
         header,
         records,
+        leaves,
     }
 }
 
@@ -637,6 +656,7 @@ pub async fn verify_store(
     let mut prev_key: Option<String> = None;
     let mut seen: HashSet<u128> = HashSet::new();
     let mut read_ok: Vec<(&SegmentMeta, Option<Hash>)> = Vec::with_capacity(metas.len());
+    let mut seals = Vec::new();
     // The segments the loop below reads (it skips those whose indexes are all held by an
     // earlier one), fetched PREFETCH ahead and parsed, hashed and proof-checked on the
     // blocking pool: in parallel with each other and with the in-order checks here.
@@ -849,8 +869,10 @@ pub async fn verify_store(
                 continue;
             }
             audit.report.events_verified += 1;
+            let received = meta.header.sealed.as_ref().map(|s| s.received_ms);
             check_event(
                 &mut audit, options, &by_size, &texts, &mut seen, &record, &meta.key, line,
+                received,
             );
             if !tainted {
                 frontier.push(record.leaf_hash);
@@ -891,6 +913,18 @@ pub async fn verify_store(
             );
             audit.missing.push((from.min(expected), end - 1));
             tainted = true;
+        }
+        // Only a segment whose every line proved speaks for the batch it names; the lines of
+        // any other are reported for themselves.
+        if let (Some(sealed), Some(leaves)) = (&meta.header.sealed, checked.leaves) {
+            seals.push(crate::sealing::SealSeen {
+                segment: meta.key.clone(),
+                first,
+                last: end - 1,
+                sealed: sealed.clone(),
+                leaves,
+                checkpoint_ms: cp.time_ms,
+            });
         }
         next = next.max(end);
         prev_key = Some(meta.key.clone());
@@ -1066,6 +1100,19 @@ pub async fn verify_store(
         }
         prev = Some(info);
     }
+    let (found, stats, sealed) = crate::sealing::check(
+        store,
+        &options.prefix,
+        &seals,
+        options.state.as_ref().map(|s| &s.sealed),
+        options
+            .seal_grace
+            .unwrap_or(crate::sealing::DEFAULT_SEAL_GRACE),
+        now_ms(),
+    )
+    .await?;
+    audit.report.findings.extend(found);
+    audit.report.sealing = stats;
     audit.report.findings.sort_by_key(|f| (f.index, f.kind));
 
     // The state for the next run: only past a run with no integrity finding, at the
@@ -1093,16 +1140,24 @@ pub async fn verify_store(
                 },
             );
         }
-        audit.report.state = Some(State::new(
+        let mut state = State::new(
             trust.origin(),
             &newest.cp,
             &frontier,
             audit.report.last_event_time,
             objects,
             keyring.rotations(),
-        ));
+        );
+        state.sealed = sealed;
+        audit.report.state = Some(state);
     }
     Ok(audit.report)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The per-event checks beyond integrity: the newest stageTimestamp, late events,
@@ -1117,6 +1172,7 @@ fn check_event(
     record: &segment::Record,
     key: &str,
     line: usize,
+    received_ms: Option<u64>,
 ) {
     let at = Some((record.index, record.index));
     let ts = record.stage_timestamp.as_deref().and_then(|t| {
@@ -1127,13 +1183,20 @@ fn check_event(
         if audit.report.last_event_time.is_none_or(|t| secs > t) {
             audit.report.last_event_time = Some(secs);
         }
-        // The checkpoint that first covers this leaf: the smallest stored size above it.
-        let covering = by_size
-            .range(record.index + 1..)
-            .next()
-            .and_then(|(_, hs)| hs.iter().map(|h| texts[h].cp.checkpoint.time_ms).min());
-        if let (Some(limit), Some(cp_ms)) = (options.late_after, covering) {
-            let late_by = cp_ms as f64 / 1000.0 - secs;
+        // A sealed batch's receipt is when the ingester got the event (a delay in sealing,
+        // an outage of the signer, is not the event's); otherwise the checkpoint that first
+        // covers the leaf, the smallest stored size above it.
+        let reference = received_ms
+            .map(|ms| (ms, "its receipt by the ingester"))
+            .or_else(|| {
+                by_size
+                    .range(record.index + 1..)
+                    .next()
+                    .and_then(|(_, hs)| hs.iter().map(|h| texts[h].cp.checkpoint.time_ms).min())
+                    .map(|ms| (ms, "the checkpoint that first covers it"))
+            });
+        if let (Some(limit), Some((ref_ms, what))) = (options.late_after, reference) {
+            let late_by = ref_ms as f64 / 1000.0 - secs;
             if late_by > limit.as_secs_f64() {
                 audit.find(
                     FindingKind::LateEvent,
@@ -1141,7 +1204,7 @@ fn check_event(
                     Some(key),
                     Some(line),
                     format!(
-                        "stageTimestamp {} is {:.0} s older than the checkpoint that first covers it (threshold {} s): backdated or long delayed",
+                        "stageTimestamp {} is {:.0} s older than {what} (threshold {} s): backdated or long delayed",
                         record.stage_timestamp.as_deref().unwrap_or(""),
                         late_by,
                         limit.as_secs()

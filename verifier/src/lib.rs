@@ -27,6 +27,7 @@ pub mod lock;
 pub mod metrics;
 pub mod prove;
 pub mod reconcile;
+pub mod sealing;
 pub mod signer;
 pub mod state;
 
@@ -132,6 +133,24 @@ pub enum FindingKind {
     RetentionTooShort,
     /// A segment object locked in GOVERNANCE mode where COMPLIANCE is required.
     GovernanceMode,
+    /// An object under `pending/` that is not a valid pending batch: its content does not
+    /// match the SHA-256 its key names, it does not parse, or its receipt hour is not its
+    /// key's.
+    BadPendingBatch,
+    /// A v2 segment whose pending batch is not in the store (or a batch an earlier run
+    /// found sealed that is gone).
+    SealBatchMissing,
+    /// A v2 segment that does not match the batch it names: other bytes (SHA-256), other
+    /// events, another receipt time, or a receipt after its checkpoint.
+    SealMismatch,
+    /// Two segments that seal the same pending batch.
+    BatchSealedTwice,
+    /// A pending batch older than the grace period that no segment seals: acknowledged
+    /// events that are not in the log.
+    UnsealedBatch,
+    /// A pending batch no segment seals whose events a sealed batch holds (a retried
+    /// request, or a copy).
+    DuplicateBatch,
 }
 
 impl FindingKind {
@@ -164,6 +183,12 @@ impl FindingKind {
             Self::NotLocked => "not_locked",
             Self::RetentionTooShort => "retention_too_short",
             Self::GovernanceMode => "governance_mode",
+            Self::BadPendingBatch => "bad_pending_batch",
+            Self::SealBatchMissing => "seal_batch_missing",
+            Self::SealMismatch => "seal_mismatch",
+            Self::BatchSealedTwice => "batch_sealed_twice",
+            Self::UnsealedBatch => "unsealed_batch",
+            Self::DuplicateBatch => "duplicate_batch",
         }
     }
 
@@ -179,6 +204,8 @@ impl FindingKind {
                 | Self::NotLocked
                 | Self::RetentionTooShort
                 | Self::GovernanceMode
+                | Self::UnsealedBatch
+                | Self::DuplicateBatch
         )
     }
 }
@@ -226,6 +253,8 @@ pub struct Report {
     /// ones), Unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_event_time: Option<f64>,
+    /// Pending batches and their seals.
+    pub sealing: sealing::SealingStats,
     pub findings: Vec<Finding>,
     /// The state to remember for the next run: set when the run had no integrity finding
     /// and the store holds a verified checkpoint.
@@ -256,6 +285,19 @@ impl Report {
                 "{} segments read, {} verified by an earlier run (state) and skipped\n",
                 self.segments_read, self.segments_skipped
             ));
+        }
+        let b = &self.sealing;
+        if b.batches > 0 {
+            s.push_str(&format!(
+                "{} pending batches: {} sealed, {} waiting within the grace period",
+                b.batches, b.batches_sealed, b.batches_pending
+            ));
+            if let (Some(max), Some(mean)) = (b.seal_delay_max_s, b.seal_delay_mean_s) {
+                s.push_str(&format!(
+                    "; sealing delay (receipt to checkpoint) mean {mean:.1} s, max {max:.1} s"
+                ));
+            }
+            s.push('\n');
         }
         if let Some(n) = self.signer_tree_size {
             s.push_str(&format!("signer's latest checkpoint: tree size {n}\n"));

@@ -61,6 +61,9 @@ pub struct State {
     /// introduced stay trusted for the next run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rotations: Vec<String>,
+    /// Pending batch key → the seal an earlier run verified for it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sealed: BTreeMap<String, crate::sealing::SealedRecord>,
 }
 
 /// A state checked against the trust bundle, ready to resume from.
@@ -94,6 +97,7 @@ impl State {
                 .iter()
                 .map(|r| String::from_utf8_lossy(&r.to_bytes()).into_owned())
                 .collect(),
+            sealed: BTreeMap::new(),
         }
     }
 

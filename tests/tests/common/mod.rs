@@ -77,6 +77,8 @@ pub struct Harness {
     pub bearer_token: Option<String>,
     /// The ingester's store and prefix, if not the local directory.
     pub store_override: Option<(Arc<dyn ObjectStore>, String)>,
+    /// The ingester's spool (on by default, as deployed).
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl Harness {
@@ -136,7 +138,9 @@ impl Harness {
             body_timeout: sealtrail_ingester::DEFAULT_BODY_TIMEOUT,
             bearer_token: None,
             store_override: store,
+            spool_dir: None,
         };
+        h.spool_dir = Some(h.dir.path().join("spool"));
         h.start_signer().await;
         h.start_ingester().await;
         h
@@ -220,6 +224,7 @@ impl Harness {
         config.max_in_flight_requests = self.max_in_flight_requests;
         config.body_timeout = self.body_timeout;
         config.bearer_token = self.bearer_token.clone();
+        config.spool_dir = self.spool_dir.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             sealtrail_ingester::run(config, listener, async {
@@ -309,7 +314,16 @@ impl Harness {
         }
     }
 
+    /// Waits until the ingester has sealed every batch it acknowledged.
+    pub async fn wait_sealed(&self) {
+        if self.ingester.is_some() {
+            wait_sealed_at(self.ingester_metrics_addr.expect("ingester metrics")).await;
+        }
+    }
+
+    /// The signer's tree size once the running ingester has sealed what it acknowledged.
     pub async fn tree_size(&self) -> u64 {
+        self.wait_sealed().await;
         self.latest_checkpoint()
             .await
             .map_or(0, |c| c.checkpoint.size)
@@ -380,7 +394,32 @@ pub async fn replay(h: &Harness, lines: &[Vec<u8>], max_batch: usize) -> emulato
         .await
         .unwrap();
     assert_eq!(report.batches_dropped, 0, "{report:?}");
+    h.wait_sealed().await;
     report
+}
+
+/// Waits until the ingester whose metrics listen at `addr` has sealed every batch it
+/// acknowledged (120 s at most).
+pub async fn wait_sealed_at(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = http_get(addr, "/metrics").await;
+        if metric(&body, "sealtrail_ingester_pending_batches") == Some(0.0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "batches still unsealed after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A metric's value in Prometheus text (the first sample of that name without labels).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// A writable copy of a store directory, to tamper with.
