@@ -15,7 +15,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -213,40 +213,58 @@ fn assert_all_ok(reports: &[EmulatorReport]) {
     }
 }
 
+/// The harness's TLS files moved into Secret volumes.
+struct Volumes {
+    ca: Vec<u8>,
+    ingester_tls: SecretVolume,
+    signer_tls: SecretVolume,
+    client_tls: SecretVolume,
+}
+
+impl Volumes {
+    /// Moves the ingester's webhook and client certificates and the signer's certificate
+    /// into volumes and points the harness at them (the CA file stays: it does not change).
+    fn take_over(h: &mut Harness) -> Self {
+        let vols = h.dir.path().join("volumes");
+        let ca = read(&h.pki.ca_cert);
+        let p = &mut h.pki;
+        let volume = |name: &str, cert: &mut PathBuf, key: &mut PathBuf| {
+            let v = tls_volume(&vols.join(name), &read(cert), &read(key), &ca);
+            (*cert, *key) = (v.path("tls.crt"), v.path("tls.key"));
+            v
+        };
+        let ingester_tls = volume(
+            "ingester-tls",
+            &mut p.ingester_server_cert,
+            &mut p.ingester_server_key,
+        );
+        let signer_tls = volume("signer-tls", &mut p.signer_cert, &mut p.signer_key);
+        let client_tls = volume(
+            "ingester-signer-client",
+            &mut p.ingester_client_cert,
+            &mut p.ingester_client_key,
+        );
+        Self {
+            ca,
+            ingester_tls,
+            signer_tls,
+            client_tls,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewing_every_certificate_under_load_fails_no_request() {
     let mut h = Harness::start().await;
     h.stop_ingester().await;
     h.stop_signer().await;
-    let vols = h.dir.path().join("volumes");
-    let ca = read(&h.pki.ca_cert);
     let p = h.pki.clone();
-    let mut ingester_tls = tls_volume(
-        &vols.join("ingester-tls"),
-        &read(&p.ingester_server_cert),
-        &read(&p.ingester_server_key),
-        &ca,
-    );
-    let mut signer_tls_vol = tls_volume(
-        &vols.join("signer-tls"),
-        &read(&p.signer_cert),
-        &read(&p.signer_key),
-        &ca,
-    );
-    let mut client_tls = tls_volume(
-        &vols.join("ingester-signer-client"),
-        &read(&p.ingester_client_cert),
-        &read(&p.ingester_client_key),
-        &ca,
-    );
-    (h.pki.ingester_server_cert, h.pki.ingester_server_key) =
-        (ingester_tls.path("tls.crt"), ingester_tls.path("tls.key"));
-    (h.pki.signer_cert, h.pki.signer_key) = (
-        signer_tls_vol.path("tls.crt"),
-        signer_tls_vol.path("tls.key"),
-    );
-    (h.pki.ingester_client_cert, h.pki.ingester_client_key) =
-        (client_tls.path("tls.crt"), client_tls.path("tls.key"));
+    let Volumes {
+        ca,
+        mut ingester_tls,
+        mut signer_tls,
+        mut client_tls,
+    } = Volumes::take_over(&mut h);
 
     let signer_metrics = free_addr();
     let both = ["sealtrail-ingester", RENEWED_INGESTER_CN];
@@ -302,7 +320,7 @@ async fn renewing_every_certificate_under_load_fails_no_request() {
         pki::reissue(&p, Leaf::Client(RENEWED_INGESTER_CN), 92).unwrap(),
     ];
     let new: Vec<CertInfo> = renewed.iter().map(|(c, _)| info(c.as_bytes())).collect();
-    for (vol, (cert, key)) in [&mut ingester_tls, &mut signer_tls_vol, &mut client_tls]
+    for (vol, (cert, key)) in [&mut ingester_tls, &mut signer_tls, &mut client_tls]
         .into_iter()
         .zip(&renewed)
     {
