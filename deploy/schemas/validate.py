@@ -27,6 +27,9 @@ A kind that neither knows fails. Also checked, on the rendered objects:
     kube-apiserver's lives in the signer's namespace;
   - priority: the signer's and the ingester's pods name a PriorityClass that the rendered
     objects define;
+  - the ingester's spool: --spool-dir is on a volumeClaimTemplate of its StatefulSet (not an
+    emptyDir, not the root filesystem), the claim is larger than --spool-max-bytes, and
+    terminationGracePeriodSeconds exceeds body timeout + store ack timeout + seal drain;
   - the Dockerfile and .dockerignore admit every workspace member of Cargo.toml.
 The schema files themselves are checked first (valid JSON Schema, no duplicate keys, every
 object schema says what it does with unknown fields). --self-test then breaks copies of the
@@ -404,6 +407,54 @@ PINNED_IDENTITIES = {"kube-apiserver": "signer", "sealtrail-ingester": None}
 PRIORITY_COMPONENTS = ("signer", "ingester")
 
 
+# The ingester's capture (issue #10): its spool is what it acknowledges from, so it must be
+# a volume of the replica's own that outlives the pod, large enough for --spool-max-bytes,
+# and graceful shutdown must get to finish requests and the seal drain.
+INGESTER_DEFAULTS = {"--body-timeout-secs": 20, "--store-ack-timeout-ms": 2000,
+                     "--seal-drain-timeout-secs": 20, "--spool-max-bytes": 8 * 1024 ** 3}
+QUANTITY = {"": 1, "k": 1000, "M": 1000 ** 2, "G": 1000 ** 3, "T": 1000 ** 4,
+            "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3, "Ti": 1024 ** 4}
+
+
+def quantity_bytes(q):
+    m = re.fullmatch(r"([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(q))
+    return int(m.group(1)) * QUANTITY[m.group(2) or ""] if m else None
+
+
+def check_ingester_spool(where, d):
+    pod = dig(d, POD_SPEC_PATHS[d["kind"]]) or {}
+    for c in pod.get("containers") or []:
+        if pathlib.PurePath((c.get("command") or [""])[0]).name != "sealtrail-ingester":
+            continue
+        flags = dict(a.split("=", 1) for a in c.get("args") or [] if a.startswith("--") and "=" in a)
+        spool = flags.get("--spool-dir")
+        if not spool:
+            error(f"{where}: the ingester has no --spool-dir: it could acknowledge a batch only once "
+                  f"the store holds it, and queued batches are lost to sealing when the pod stops")
+            continue
+        mount = max((m for m in c.get("volumeMounts") or []
+                     if (spool.rstrip("/") + "/").startswith(m.get("mountPath", "").rstrip("/") + "/")),
+                    key=lambda m: len(m.get("mountPath", "")), default=None)
+        claims = {t.get("metadata", {}).get("name"): t for t in dig(d, ["spec", "volumeClaimTemplates"]) or []}
+        if mount is None or mount.get("name") not in claims:
+            what = "no volume" if mount is None else f"volume {mount.get('name')}"
+            error(f"{where}: the ingester's --spool-dir={spool} is on {what}, not on a volumeClaimTemplate "
+                  f"of a StatefulSet: acknowledged batches would not survive the pod")
+        else:
+            size = quantity_bytes(dig(claims[mount["name"]], ["spec", "resources", "requests", "storage"]))
+            bound = int(flags.get("--spool-max-bytes", INGESTER_DEFAULTS["--spool-max-bytes"]))
+            if size is None or size <= bound:
+                error(f"{where}: the spool claim {mount['name']} ({size} bytes) is not larger than "
+                      f"--spool-max-bytes={bound}: the filesystem fills before the spool's bound")
+        need = (int(flags.get("--body-timeout-secs", INGESTER_DEFAULTS["--body-timeout-secs"]))
+                + int(flags.get("--store-ack-timeout-ms", INGESTER_DEFAULTS["--store-ack-timeout-ms"])) / 1000
+                + int(flags.get("--seal-drain-timeout-secs", INGESTER_DEFAULTS["--seal-drain-timeout-secs"])))
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        if grace <= need:
+            error(f"{where}: terminationGracePeriodSeconds {grace} is not more than body timeout + store "
+                  f"ack timeout + seal drain ({need:g} s): the kubelet kills the ingester mid-drain")
+
+
 def cert_identities(spec):
     names = [spec.get("commonName")] + list(spec.get("dnsNames") or []) + list(spec.get("uris") or [])
     return {n for n in names if isinstance(n, str)}
@@ -443,6 +494,8 @@ def check_objects(path, docs):
         if d["kind"] in POD_SPEC_PATHS:
             comp = ((d.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component")
             pod = dig(d, POD_SPEC_PATHS[d["kind"]])
+            if comp == "ingester" and isinstance(pod, dict):
+                check_ingester_spool(where, d)
             if comp in PRIORITY_COMPONENTS and isinstance(pod, dict):
                 pc = pod.get("priorityClassName")
                 if not pc:
@@ -609,6 +662,30 @@ def cross_object_breakages(good):
             d["metadata"]["namespace"], moved = "sealtrail", True
             d["spec"]["issuerRef"]["name"] = "sealtrail-ingest-ca"
     out.append(("kube-apiserver issued in the ingest namespace", docs if moved else None))
+    def ingester_broken(what, change):
+        docs = copy.deepcopy(good)
+        found = False
+        for d in docs:
+            labels = (d.get("metadata") or {}).get("labels") or {}
+            if d["kind"] in POD_SPEC_PATHS and labels.get("app.kubernetes.io/component") == "ingester":
+                change(d, dig(d, POD_SPEC_PATHS[d["kind"]]))
+                found = True
+        out.append((what, docs if found else None))
+
+    def args_of(pod):
+        return next(c for c in pod["containers"] if c["command"][0].endswith("sealtrail-ingester"))["args"]
+
+    def spool_on_emptydir(d, pod):
+        d["spec"].pop("volumeClaimTemplates", None)
+        pod["volumes"].append({"name": "spool", "emptyDir": {}})
+    ingester_broken("the ingester's spool on an emptyDir", spool_on_emptydir)
+    ingester_broken("the ingester without --spool-dir",
+                    lambda d, pod: args_of(pod).__setitem__(slice(None), [a for a in args_of(pod)
+                                                                           if not a.startswith("--spool-dir=")]))
+    ingester_broken("the ingester's spool claim smaller than --spool-max-bytes",
+                    lambda d, pod: args_of(pod).append("--spool-max-bytes=21474836480"))
+    ingester_broken("the ingester's grace period shorter than its drain",
+                    lambda d, pod: pod.update(terminationGracePeriodSeconds=30))
     for comp in PRIORITY_COMPONENTS:
         docs = copy.deepcopy(good)
         found = False

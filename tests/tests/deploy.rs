@@ -213,7 +213,7 @@ fn webhook_kubeconfig_posts_to_the_ingester_route() {
     );
     let kust = objects("deploy/base/ingester/kustomization.yaml");
     assert_eq!(str_of(&kust[0], "namespace"), Some("sealtrail"));
-    let deploy = read("deploy/base/ingester/deployment.yaml");
+    let deploy = read("deploy/base/ingester/statefulset.yaml");
     assert!(
         deploy.contains(&format!("--listen=0.0.0.0:{port}")),
         "ingester listens on {port}"
