@@ -14,7 +14,9 @@ For each PrometheusRule of the rendered overlays given (and the dashboard's quer
     runs sealtrail-push-metrics on the verifier's --metrics-file, in a volume both mount,
     and a ServiceMonitor scrapes the Pushgateway with honorLabels;
   - the apiserver-drop alert counts both plugins that drop events bound to the webhook
-    ("webhook" after its retries, "buffered" when the batch buffer is full).
+    ("webhook" after its retries, "buffered" when the batch buffer is full);
+  - every runbook_url names a runbook of docs/runbooks and a section (heading anchor) it
+    has, and every alert of the capture group has one.
 --self-test breaks copies (a metric no binary exports, the drop alert on plugin="webhook"
 only, the CronJob without its pusher, no cert-manager ServiceMonitor, ...) and requires
 each to fail. Exit status 0 when all holds, 1 otherwise.
@@ -299,10 +301,59 @@ def dashboard_panels(path):
     return out
 
 
+# Groups whose every alert must say where its runbook is (the capture alerts, issue #10).
+RUNBOOK_REQUIRED_GROUPS = {"sealtrail.capture"}
+ROOT = pathlib.Path(".")
+
+
+def heading_anchors(text):
+    """GitHub's anchors of a Markdown file's headings (lowercase, punctuation dropped,
+    spaces to "-", repeats numbered)."""
+    out, seen = set(), {}
+    fence = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        m = None if fence else re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not m:
+            continue
+        a = re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-")
+        n = seen.get(a, 0)
+        seen[a] = n + 1
+        out.add(a if n == 0 else f"{a}-{n}")
+    return out
+
+
+def check_runbooks(where, docs, root=None):
+    """Every runbook_url names a runbook of this repository and a section it has; the
+    alerts of RUNBOOK_REQUIRED_GROUPS all have one."""
+    root = root or ROOT
+    for d in docs:
+        if d["kind"] != "PrometheusRule":
+            continue
+        for g in dig(d, "spec", "groups") or []:
+            for r in g.get("rules") or []:
+                if "alert" not in r:
+                    continue
+                url = (r.get("annotations") or {}).get("runbook_url")
+                what = f"{where}: alert {r['alert']}"
+                if not url:
+                    if g.get("name") in RUNBOOK_REQUIRED_GROUPS:
+                        error(f"{what}: no runbook_url (every alert of group {g['name']} needs one)")
+                    continue
+                path, _, anchor = url.partition("#")
+                if not path.startswith("docs/runbooks/") or not (root / path).is_file():
+                    error(f"{what}: runbook_url {url}: {path} is not a runbook of docs/runbooks")
+                    continue
+                if anchor and anchor not in heading_anchors((root / path).read_text()):
+                    error(f"{what}: runbook_url {url}: {path} has no section #{anchor}")
+
+
 def check_file(path, docs, exported, panels=()):
     n = check_metrics(path, docs, exported, panels)
     check_apiserver_drops(path, docs)
     check_verifier_push(path, docs)
+    check_runbooks(path, docs)
     return n
 
 
@@ -359,6 +410,15 @@ def breakages(docs):
             idx = next(i for i, x in enumerate(d) if x["kind"] == "ServiceMonitor" and x["metadata"]["name"] == name)
             del d[idx]
         return f
+    def runbook(url):
+        def f(d):
+            rule(d, "SealtrailSpoolDamaged")["annotations"]["runbook_url"] = url
+        return f
+    broken("a runbook_url to a section the runbook lacks",
+           runbook("docs/runbooks/unsealed-batches.md#no-such-section-self-test"))
+    broken("a runbook_url to a runbook that does not exist", runbook("docs/runbooks/self-test-missing.md"))
+    broken("a capture alert without runbook_url",
+           lambda d: rule(d, "SealtrailUnsealedBatchesCritical")["annotations"].pop("runbook_url"))
     broken("no ServiceMonitor for cert-manager", drop_sm("sealtrail-cert-manager"))
     broken("no ServiceMonitor for the Pushgateway", drop_sm("sealtrail-pushgateway"))
     return out
@@ -393,7 +453,9 @@ def main():
     ap.add_argument("--dashboard", help="a Grafana dashboard whose queries are checked like the alerts")
     ap.add_argument("files", nargs="+", help="rendered overlays")
     args = ap.parse_args()
-    exported = exported_by_source(pathlib.Path(args.root))
+    global ROOT
+    ROOT = pathlib.Path(args.root)
+    exported = exported_by_source(ROOT)
     panels = dashboard_panels(args.dashboard) if args.dashboard else []
     first = None
     for f in args.files:
