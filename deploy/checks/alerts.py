@@ -16,7 +16,9 @@ For each PrometheusRule of the rendered overlays given (and the dashboard's quer
   - the apiserver-drop alert counts both plugins that drop events bound to the webhook
     ("webhook" after its retries, "buffered" when the batch buffer is full);
   - every runbook_url names a runbook of docs/runbooks and a section (heading anchor) it
-    has, and every alert of the capture group has one.
+    has, and every alert of the capture group has one;
+  - no two Services a ServiceMonitor selects expose its port for the same pods (a double
+    scrape doubles every sum).
 --self-test breaks copies (a metric no binary exports, the drop alert on plugin="webhook"
 only, the CronJob without its pusher, no cert-manager ServiceMonitor, ...) and requires
 each to fail. Exit status 0 when all holds, 1 otherwise.
@@ -349,11 +351,38 @@ def check_runbooks(where, docs, root=None):
                     error(f"{what}: runbook_url {url}: {path} has no section #{anchor}")
 
 
+def check_double_scrape(where, docs):
+    """No two Services a ServiceMonitor selects expose its endpoint port for the same pods:
+    each pod would be scraped twice and every sum over its job doubled (the ingester's
+    headless Service beside its webhook Service)."""
+    services = [d for d in docs if d["kind"] == "Service"]
+    for sm in docs:
+        if sm["kind"] != "ServiceMonitor":
+            continue
+        ns = dig(sm, "metadata", "namespace")
+        want = dig(sm, "spec", "selector", "matchLabels") or {}
+        for ep in dig(sm, "spec", "endpoints") or []:
+            by_pods = {}
+            for svc in services:
+                labels = dig(svc, "metadata", "labels") or {}
+                if dig(svc, "metadata", "namespace") != ns or any(labels.get(k) != v for k, v in want.items()):
+                    continue
+                if not any(pt.get("name") == ep.get("port") for pt in dig(svc, "spec", "ports") or []):
+                    continue
+                pods = tuple(sorted((dig(svc, "spec", "selector") or {}).items()))
+                by_pods.setdefault(pods, []).append(dig(svc, "metadata", "name"))
+            for pods, names in by_pods.items():
+                if len(names) > 1:
+                    error(f"{where}: ServiceMonitor {ns}/{dig(sm, 'metadata', 'name')}: Services {', '.join(names)} "
+                          f"both expose port {ep.get('port')!r} for the same pods: each is scraped twice")
+
+
 def check_file(path, docs, exported, panels=()):
     n = check_metrics(path, docs, exported, panels)
     check_apiserver_drops(path, docs)
     check_verifier_push(path, docs)
     check_runbooks(path, docs)
+    check_double_scrape(path, docs)
     return n
 
 
@@ -419,6 +448,10 @@ def breakages(docs):
     broken("a runbook_url to a runbook that does not exist", runbook("docs/runbooks/self-test-missing.md"))
     broken("a capture alert without runbook_url",
            lambda d: rule(d, "SealtrailUnsealedBatchesCritical")["annotations"].pop("runbook_url"))
+    def headless_metrics(d):
+        svc = next(x for x in d if x["kind"] == "Service" and x["metadata"]["name"] == "sealtrail-ingester-pods")
+        svc["spec"]["ports"].append({"name": "metrics", "port": 9090, "targetPort": "metrics"})
+    broken("the ingester's headless Service with a metrics port (double scrape)", headless_metrics)
     broken("no ServiceMonitor for cert-manager", drop_sm("sealtrail-cert-manager"))
     broken("no ServiceMonitor for the Pushgateway", drop_sm("sealtrail-pushgateway"))
     return out

@@ -7,7 +7,11 @@ did not exist). Read: docs/runbooks/*.md and every YAML and Markdown file under 
 Named paths: "deploy/<dir>/..." (a leading "../" of a site overlay dropped) and
 "../../<dir>/..." as an overlay or component names them (deploy/<dir>/...), where <dir>
 is one of deploy/'s own directories. (What kustomize itself resolves, it checks when
-check-deploy renders the overlays.) --self-test requires a named path that does not exist to fail.
+check-deploy renders the overlays.) Given the rendered overlays, also: every kubectl
+TYPE/NAME of a Sealtrail workload in that Markdown (deployment/..., statefulset/...,
+cronjob/..., pod/<statefulset>-<n>) names a workload of that kind. --self-test requires a
+named path that does not exist, a Deployment that is a StatefulSet and a pod ordinal of a
+non-StatefulSet to fail.
 Exit status 0 when all exist, 1 otherwise.
 """
 
@@ -47,10 +51,52 @@ def check(root, files, dirs):
     return problems, seen
 
 
+# kubectl's TYPE/NAME forms of the workload kinds the runbooks address.
+WORKLOAD_TYPES = {"deployment": "Deployment", "deploy": "Deployment", "statefulset": "StatefulSet",
+                  "sts": "StatefulSet", "daemonset": "DaemonSet", "ds": "DaemonSet",
+                  "cronjob": "CronJob", "cj": "CronJob"}
+
+
+def rendered_workloads(paths):
+    """{(kind, name)} of the workloads in the rendered overlays, and the StatefulSets'
+    names (their pods are <name>-<ordinal>)."""
+    import yaml
+    found = set()
+    for p in paths:
+        for d in yaml.safe_load_all(pathlib.Path(p).read_text()):
+            if isinstance(d, dict) and d.get("kind") in set(WORKLOAD_TYPES.values()):
+                found.add((d["kind"], (d.get("metadata") or {}).get("name")))
+    return found
+
+
+def check_workloads(root, files, workloads):
+    """kubectl's TYPE/NAME (and pod/<statefulset>-<n>) of a Sealtrail workload in a runbook
+    must name a workload of that kind in the rendered overlays: a runbook that says
+    `deployment/sealtrail-ingester` for a StatefulSet cannot be followed."""
+    problems, seen = [], 0
+    alt = "|".join(WORKLOAD_TYPES)
+    sts = {n for k, n in workloads if k == "StatefulSet"}
+    for f in files:
+        text = f.read_text()
+        for typ, name in re.findall(rf"(?<![\w./-])({alt})/(sealtrail-[a-z0-9-]*[a-z0-9])\b", text):
+            seen += 1
+            if (WORKLOAD_TYPES[typ], name) not in workloads:
+                have = sorted(k for k, n in workloads if n == name)
+                problems.append(f"{f.relative_to(root)}: names {typ}/{name}, but the rendered overlays have "
+                                f"{' and '.join(have) + ' ' + name if have else 'no such workload'}")
+        for name in re.findall(r"(?<![\w./-])pod/(sealtrail-[a-z0-9-]+?)-[0-9]+\b", text):
+            seen += 1
+            if name not in sts:
+                problems.append(f"{f.relative_to(root)}: names pod/{name}-<n>, but {name} is no StatefulSet "
+                                f"of the rendered overlays (its pods have no stable names)")
+    return problems, seen
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=".")
     ap.add_argument("--self-test", action="store_true")
+    ap.add_argument("rendered", nargs="*", help="rendered overlays: check the workloads runbooks name too")
     args = ap.parse_args()
     root = pathlib.Path(args.root).resolve()
     dirs = deploy_dirs(root)
@@ -67,6 +113,21 @@ def main():
             problems.append(f"self-test: {len(found)} of 2 missing paths caught in {probe}")
         else:
             print("    self-test: 2 of 2 missing paths caught")
+    if args.rendered:
+        workloads = rendered_workloads(args.rendered)
+        texts = [f for f in files if f.suffix == ".md"]
+        found, seen = check_workloads(root, texts, workloads)
+        problems += found
+        print(f"    {seen} kubectl workload names in {len(texts)} Markdown files, {len(workloads)} workloads rendered")
+        if args.self_test:
+            probe = root / "target" / "paths-self-test" / "runbook.md"
+            probe.write_text("kubectl -n sealtrail rollout status deployment/sealtrail-ingester\n"
+                             "kubectl logs pod/sealtrail-verify-0\n")
+            caught, _ = check_workloads(root, [probe], workloads | {("Deployment", "sealtrail-verify")})
+            if len(caught) != 2:
+                problems.append(f"self-test: {len(caught)} of 2 wrong workload names caught in {probe}")
+            else:
+                print("    self-test: 2 of 2 wrong workload names caught")
     for p in problems:
         print(f"ERROR {p}")
     return 1 if problems else 0
