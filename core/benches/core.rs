@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 fn events() -> Vec<Vec<u8>> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/testdata/k8s-audit/events.jsonl"
+        "/../testdata/k8s-audit/events.jsonl"
     );
     std::fs::read(path)
         .unwrap()

@@ -1,6 +1,6 @@
 //! Tests of `sealtrail_core::jcs`: the strict JSON parser and the RFC 8785 canonical
 //! serializer. Vectors in `core/testdata/jcs/` (see its README), the real audit events of
-//! `shared/testdata/k8s-audit/`, property tests and a cross-check against
+//! `testdata/k8s-audit/`, property tests and a cross-check against
 //! `serde_json_canonicalizer`.
 #![allow(clippy::unwrap_used)]
 
@@ -15,7 +15,7 @@ use sealtrail_core::{Error, JsonErrorKind};
 const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/jcs");
 const EVENTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/k8s-audit/events.jsonl"
+    "/../testdata/k8s-audit/events.jsonl"
 );
 
 fn canon(input: &[u8]) -> Vec<u8> {

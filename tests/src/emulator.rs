@@ -92,6 +92,10 @@ pub struct EmulatorConfig {
     /// Independent apiservers (each with its own connections and throttle) sharing the
     /// batches round-robin. 0 is taken as 1.
     pub apiservers: usize,
+    /// Set every item's `requestReceivedTimestamp` and `stageTimestamp` to the time its
+    /// batch is first sent, as a live apiserver's events are (replayed captures are years
+    /// old, which the verifier's late-event check would flag).
+    pub restamp: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -109,6 +113,7 @@ impl Default for EmulatorConfig {
             max_in_flight: None,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
+            restamp: false,
             user_agent: DEFAULT_USER_AGENT.into(),
             apiservers: 1,
         }
@@ -838,6 +843,33 @@ impl TokenBucket {
     }
 }
 
+/// An `EventList` body with both timestamps of every item set to `now` (MicroTime, as the
+/// apiserver writes them). Re-encoded with serde_json: fine for live-like traffic, whose
+/// bytes no capture has to match.
+pub fn restamp(body: &[u8], now: time::OffsetDateTime) -> Bytes {
+    let Ok(mut list) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Bytes::copy_from_slice(body);
+    };
+    let stamp = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.microsecond()
+    );
+    if let Some(items) = list.get_mut("items").and_then(|i| i.as_array_mut()) {
+        for item in items.iter_mut().filter_map(|i| i.as_object_mut()) {
+            for k in ["requestReceivedTimestamp", "stageTimestamp"] {
+                item.insert(k.into(), serde_json::Value::String(stamp.clone()));
+            }
+        }
+    }
+    serde_json::to_vec(&list).map_or_else(|_| Bytes::copy_from_slice(body), Bytes::from)
+}
+
 /// The outcome of a run.
 #[derive(Debug, Clone, Default)]
 pub struct EmulatorReport {
@@ -1048,8 +1080,13 @@ async fn apiserver(cfg: EmulatorConfig, client: Client, batches: Vec<Batch>) -> 
         let client = client.clone();
         let url = cfg.url.clone();
         let retry = cfg.retry;
+        let body = if cfg.restamp {
+            restamp(&b.body, time::OffsetDateTime::now_utc())
+        } else {
+            b.body
+        };
         tasks.push(tokio::spawn(async move {
-            let o = send_batch(&client, &url, b.body, b.events, &retry).await;
+            let o = send_batch(&client, &url, body, b.events, &retry).await;
             drop(permit);
             o
         }));
@@ -1091,9 +1128,9 @@ mod tests {
 
     fn events() -> Vec<Vec<u8>> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/testdata/k8s-audit/events.jsonl");
+            .join("../testdata/k8s-audit/events.jsonl");
         std::fs::read(path)
-            .expect("../shared/testdata/k8s-audit/events.jsonl")
+            .expect("testdata/k8s-audit/events.jsonl")
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .map(<[u8]>::to_vec)

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Builds a local store of `EVENTS` (default 40,000, about 220 MB) real audit events — the
-//! 222 samples of ../shared/testdata/k8s-audit, repeated with rewritten auditIDs — in
+//! 222 samples of testdata/k8s-audit, repeated with rewritten auditIDs — in
 //! segments of 400 events, each under its own signed checkpoint (as one group commit per
 //! apiserver batch), exactly as the ingester writes them. Then, in the same run, times
 //! `sha256sum` over every segment's bytes (`find | xargs cat | sha256sum`: the physical floor
@@ -33,7 +33,7 @@ const BATCH: usize = 400;
 
 fn sample_events() -> Vec<serde_json::Value> {
     let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/k8s-audit/events.jsonl");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/k8s-audit/events.jsonl");
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .lines()

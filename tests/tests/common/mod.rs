@@ -24,15 +24,27 @@ use tokio::task::JoinHandle;
 pub const ORIGIN: &str = "sealtrail.test/cluster-1";
 
 pub fn events_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/k8s-audit/events.jsonl")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/k8s-audit/events.jsonl")
 }
 
 pub fn event_lines() -> Vec<Vec<u8>> {
     std::fs::read(events_path())
-        .expect("the sample events (../shared/testdata/k8s-audit/events.jsonl)")
+        .expect("the sample events (testdata/k8s-audit/events.jsonl)")
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The sample events of apiVersion `audit.k8s.io/v1` (175 of 222): the apiserver batches
+/// events of one version together, so these make full batches.
+pub fn v1_lines() -> Vec<Vec<u8>> {
+    event_lines()
+        .into_iter()
+        .filter(|l| {
+            l.windows(30)
+                .any(|w| w == br#""apiVersion":"audit.k8s.io/v1""#)
+        })
         .collect()
 }
 
@@ -77,8 +89,9 @@ pub struct Harness {
     pub bearer_token: Option<String>,
     /// The ingester's store and prefix, if not the local directory.
     pub store_override: Option<(Arc<dyn ObjectStore>, String)>,
-    /// The ingester's spool (on by default, as deployed).
+    /// The ingester's spool (on by default, as deployed) and its bound.
     pub spool_dir: Option<PathBuf>,
+    pub spool_max_bytes: u64,
 }
 
 impl Harness {
@@ -139,6 +152,7 @@ impl Harness {
             bearer_token: None,
             store_override: store,
             spool_dir: None,
+            spool_max_bytes: sealtrail_ingester::DEFAULT_SPOOL_MAX_BYTES,
         };
         h.spool_dir = Some(h.dir.path().join("spool"));
         h.start_signer().await;
@@ -225,6 +239,7 @@ impl Harness {
         config.body_timeout = self.body_timeout;
         config.bearer_token = self.bearer_token.clone();
         config.spool_dir = self.spool_dir.clone();
+        config.spool_max_bytes = self.spool_max_bytes;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             sealtrail_ingester::run(config, listener, async {
@@ -396,6 +411,58 @@ pub async fn replay(h: &Harness, lines: &[Vec<u8>], max_batch: usize) -> emulato
     assert_eq!(report.batches_dropped, 0, "{report:?}");
     h.wait_sealed().await;
     report
+}
+
+/// A harness whose ingester writes to an Object Lock bucket on moto through a TCP proxy
+/// (switch it off for a store outage; a restarted moto would lose its state), and a reader
+/// of the same bucket that bypasses the proxy.
+pub struct ProxiedS3 {
+    pub moto: sealtrail_tests::moto::MotoServer,
+    pub proxy: sealtrail_tests::proxy::Proxy,
+    pub h: Harness,
+    pub reader: S3Store,
+}
+
+pub const PROXIED_PREFIX: &str = "c1/";
+
+impl ProxiedS3 {
+    pub async fn start() -> Self {
+        use sealtrail_store::s3::S3ClientOptions;
+        use sealtrail_tests::moto::{MotoServer, s3_client};
+        let moto = MotoServer::start().unwrap();
+        let direct = s3_client(&moto.endpoint).await;
+        create_lock_bucket(&direct, "trail", None).await.unwrap();
+        let upstream = format!("127.0.0.1:{}", moto.port).parse().unwrap();
+        let proxy = sealtrail_tests::proxy::Proxy::start(upstream)
+            .await
+            .unwrap();
+        let mut cfg = S3Config::new("trail", Duration::from_secs(86_400));
+        cfg.endpoint = Some(format!("http://{}", proxy.addr));
+        cfg.force_path_style = true;
+        cfg.region = Some("us-east-1".into());
+        let via_proxy = s3_client(&format!("http://{}", proxy.addr)).await;
+        let opts = S3ClientOptions {
+            operation_timeout: Duration::from_secs(2),
+            max_attempts: 2,
+            ..S3ClientOptions::default()
+        };
+        let via_proxy =
+            aws_sdk_s3::Client::from_conf(opts.apply(via_proxy.config().to_builder()).build());
+        let store = Arc::new(S3Store::with_client(via_proxy, cfg.clone()));
+        let h = Harness::start_full(
+            sealtrail_ingester::DEFAULT_MAX_BODY_BYTES,
+            None,
+            Some((store, PROXIED_PREFIX.into())),
+        )
+        .await;
+        let reader = S3Store::with_client(direct, cfg);
+        Self {
+            moto,
+            proxy,
+            h,
+            reader,
+        }
+    }
 }
 
 /// Waits until the ingester whose metrics listen at `addr` has sealed every batch it
