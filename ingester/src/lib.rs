@@ -206,17 +206,13 @@ pub async fn run(
     ));
     for r in recovered {
         sealer.submit(sealer::Entry {
-            key: sealtrail_core::pending::object_key(
-                &config.prefix,
-                &r.batch.events,
-                r.batch.received_ms,
-            ),
-            sha256: r.batch.sha256,
-            received_ms: r.batch.received_ms,
-            count: r.batch.events.len() as u64,
+            key: format!("{}{}", config.prefix, r.key),
+            sha256: r.sha256,
+            received_ms: r.received_ms,
+            count: r.count,
             spool_name: Some(r.name),
             stored: false,
-            events: Some(r.batch.events),
+            events: None,
         });
     }
     let sealing = tokio::spawn(sealer.clone().run());

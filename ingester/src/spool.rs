@@ -33,11 +33,16 @@ pub enum SpoolError {
     Io(#[from] std::io::Error),
 }
 
-/// A record found at start.
+/// A record found at start (its events are not kept: a spool of gigabytes is read back
+/// batch by batch when each is sealed, not held in memory at once).
 #[derive(Debug)]
 pub struct Recovered {
     pub name: String,
-    pub batch: pending::PendingBatch,
+    /// Its pending object key without the log's prefix.
+    pub key: String,
+    pub received_ms: u64,
+    pub sha256: Hash,
+    pub count: u64,
 }
 
 /// The spool directory and its accounting.
@@ -106,7 +111,13 @@ impl Spool {
                 Some(batch) => {
                     spool.used.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     spool.records.fetch_add(1, Ordering::Relaxed);
-                    found.push(Recovered { name, batch });
+                    found.push(Recovered {
+                        name,
+                        key: pending::object_key("", &batch.events, batch.received_ms),
+                        received_ms: batch.received_ms,
+                        sha256: batch.sha256,
+                        count: batch.events.len() as u64,
+                    });
                 }
                 None => {
                     spool.quarantine(&name)?;
@@ -230,7 +241,7 @@ mod tests {
         }
         let (spool, found, _) = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(found.len(), 1);
-        assert_eq!(found[0].batch.sha256, sha);
+        assert_eq!(found[0].sha256, sha);
         assert!(
             fs::read_dir(dir.path().join(TMP_DIR))
                 .unwrap()
