@@ -90,10 +90,15 @@ enum Command {
         /// Created if absent; advanced only after a run without integrity findings.
         #[arg(long)]
         state: Option<PathBuf>,
-        /// Report events whose stageTimestamp is older than the checkpoint that first
-        /// covers them by more than this (`90s`, `30m`, `1h`, `2d`; `off` to disable).
+        /// Report events whose stageTimestamp is older than their receipt by the ingester
+        /// (or, in segments from before sealing, than the checkpoint that first covers
+        /// them) by more than this (`90s`, `30m`, `1h`, `2d`; `off` to disable).
         #[arg(long, default_value = "1h")]
         late_after: String,
+        /// Report a pending batch that no segment seals once it is older than this
+        /// (`unsealed_batch`; same units as --late-after).
+        #[arg(long, default_value = "1h")]
+        seal_grace: String,
         /// Do not report (auditID, stage) pairs stored twice.
         #[arg(long)]
         no_duplicate_check: bool,
@@ -240,6 +245,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             signer_server_name,
             state,
             late_after,
+            seal_grace,
             no_duplicate_check,
             min_retention_days,
             require_compliance,
@@ -253,9 +259,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 .build()?;
             let late_after =
                 parse_duration_opt(&late_after).map_err(|e| anyhow::anyhow!("--late-after {e}"))?;
+            let seal_grace = parse_duration_opt(&seal_grace)
+                .map_err(|e| anyhow::anyhow!("--seal-grace {e}"))?
+                .ok_or_else(|| anyhow::anyhow!("--seal-grace cannot be off"))?;
             let mut options = Options {
                 check_duplicates: !no_duplicate_check,
                 late_after,
+                seal_grace: Some(seal_grace),
                 progress: std::io::stderr().is_terminal(),
                 // Content hashes only serve the next run's state.
                 no_object_hashes: state.is_none(),

@@ -226,7 +226,6 @@ pub(crate) async fn check(
             ));
             continue;
         }
-        sealed_by.insert(name, s);
         let named_ok = pending::parse_object_key(prefix, name).is_some();
         let Some(b) = batches.get(name) else {
             let why = if infos.contains_key(name) {
@@ -275,6 +274,9 @@ pub(crate) async fn check(
             ));
             continue;
         }
+        // Only a seal that holds counts as this batch's: a forged claim must not make the
+        // genuine seal look like the second one.
+        sealed_by.insert(name, s);
         sealed_leaves.insert(b.leaves, name);
         if let Some(info) = infos.get(name) {
             next_state.insert(
