@@ -7,14 +7,10 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use sealtrail_store::s3::{S3ClientOptions, S3Config, S3Store};
 use sealtrail_tests::emulator::{self, RetryPolicy};
-use sealtrail_tests::moto::{MotoServer, create_lock_bucket, s3_client};
-use sealtrail_tests::proxy::Proxy;
 
 fn patient(h: &Harness, max_batch: usize) -> emulator::EmulatorConfig {
     let mut cfg = h.emulator_config(max_batch);
@@ -47,30 +43,12 @@ async fn assert_exactly_once(h: &Harness, store: &dyn sealtrail_store::ObjectSto
 /// A replay during which the object store is unreachable for 3 s (a TCP proxy in front of
 /// moto switched off); returns the emulator's report and the metrics text seen mid-outage.
 async fn storage_outage(spool: bool) -> (emulator::EmulatorReport, String) {
-    let moto = MotoServer::start().unwrap();
-    let direct = s3_client(&moto.endpoint).await;
-    create_lock_bucket(&direct, "trail", None).await.unwrap();
-    let upstream = format!("127.0.0.1:{}", moto.port).parse().unwrap();
-    let proxy = Proxy::start(upstream).await.unwrap();
-    let mut cfg = S3Config::new("trail", Duration::from_secs(86_400));
-    cfg.endpoint = Some(format!("http://{}", proxy.addr));
-    cfg.force_path_style = true;
-    cfg.region = Some("us-east-1".into());
-    let via_proxy = s3_client(&format!("http://{}", proxy.addr)).await;
-    let opts = S3ClientOptions {
-        operation_timeout: Duration::from_secs(2),
-        max_attempts: 2,
-        ..S3ClientOptions::default()
-    };
-    let via_proxy =
-        aws_sdk_s3::Client::from_conf(opts.apply(via_proxy.config().to_builder()).build());
-    let store = Arc::new(S3Store::with_client(via_proxy, cfg.clone()));
-    let mut h = Harness::start_full(
-        sealtrail_ingester::DEFAULT_MAX_BODY_BYTES,
-        None,
-        Some((store, "c1/".into())),
-    )
-    .await;
+    let ProxiedS3 {
+        moto: _moto,
+        proxy,
+        mut h,
+        reader,
+    } = ProxiedS3::start().await;
     if !spool {
         h.stop_ingester().await;
         h.spool_dir = None;
@@ -88,8 +66,7 @@ async fn storage_outage(spool: bool) -> (emulator::EmulatorReport, String) {
     proxy.on();
     let report = replay.await.unwrap();
     assert_eq!(report.batches_dropped, 0, "{report:?}");
-    let reader = S3Store::with_client(direct, cfg);
-    assert_exactly_once(&h, &reader, "c1/").await;
+    assert_exactly_once(&h, &reader, PROXIED_PREFIX).await;
     h.shutdown().await;
     (report, mid_outage)
 }

@@ -560,3 +560,46 @@ async fn kms_keys_rotate() {
     check_rotated_trail(&h, &old, &new, &rotation).await;
     h.shutdown().await;
 }
+
+/// The signer is stopped for a rotation while the apiserver keeps sending (its real retry
+/// policy, live timestamps): every batch is acknowledged during the rotation, none is
+/// dropped, and after the signer returns with the new key every event is in the log once,
+/// under old-key checkpoints before the rotation and new-key ones after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_while_events_arrive_loses_nothing() {
+    use sealtrail_tests::emulator::{self, RetryPolicy};
+    let mut h = Harness::start().await;
+    let old = h.key.public_key().clone();
+    let new_path = h.dir.path().join("new.key");
+    DevKeyFile::generate(&new_path, Algorithm::Ed25519).unwrap();
+    let new: Arc<dyn KeyBackend> = Arc::new(DevKeyFile::load(&new_path, true).unwrap());
+    let lines = emulator::repeat_events(&event_lines(), 2).unwrap();
+    let mut cfg = h.emulator_config(20);
+    cfg.qps = Some(4.0);
+    cfg.burst = 1;
+    cfg.retry = RetryPolicy::default();
+    cfg.restamp = true;
+    let replay = tokio::spawn(async move { emulator::run(&cfg, &lines).await.unwrap() });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let rotation = rotate_in_process(&mut h, new.clone()).await;
+    let report = replay.await.unwrap();
+    assert_eq!(report.batches_dropped, 0, "{}", report.summary());
+    assert_eq!(
+        report.status_counts.keys().copied().collect::<Vec<_>>(),
+        vec![200],
+        "{}",
+        report.summary()
+    );
+    assert_eq!(h.tree_size().await, 444);
+    let n = rotation.checkpoint.size;
+    assert!(n > 0 && n < 444, "rotated mid-stream at {n}");
+    let (old_id, new_id) = (old.key_id(ORIGIN), new.public_key().key_id(ORIGIN));
+    for (first, ids) in signers_by_segment(&h.store_dir) {
+        let want = if first < n { old_id } else { new_id };
+        assert_eq!(ids, vec![want], "segment from index {first}");
+    }
+    let r = verify(&h.store_dir, &only_key(&old)).await;
+    assert!(r.intact(), "{}", r.summary());
+    assert_eq!(r.events_verified, 444);
+    h.shutdown().await;
+}

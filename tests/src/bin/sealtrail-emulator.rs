@@ -75,6 +75,10 @@ struct Args {
     /// Print the report as JSON instead of a summary.
     #[arg(long)]
     json: bool,
+    /// Stamp each batch's events with the time it is sent (live traffic, for late-event
+    /// checks), instead of replaying the captured timestamps.
+    #[arg(long)]
+    restamp: bool,
 }
 
 fn main() -> ExitCode {
@@ -115,6 +119,7 @@ fn real_main() -> anyhow::Result<bool> {
         },
         user_agent: args.user_agent,
         apiservers: args.concurrency,
+        restamp: args.restamp,
     };
     let batches = emulator::batches(&lines, cfg.max_batch)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
