@@ -109,6 +109,18 @@ start_stack() {
   wait_port "$INGEST_PORT"
 }
 
+# Waits until the ingester (metrics on $METRICS_PORT) has sealed every batch it acknowledged
+# ($1 seconds at most, default 120).
+wait_sealed() {
+  local deadline=$((SECONDS + ${1:-120})) n
+  while :; do
+    n=$(curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '$1 == "sealtrail_ingester_pending_batches" {print $2}')
+    [ "$n" = "0" ] && return 0
+    [ $SECONDS -lt $deadline ] || { echo "batches still unsealed: $n" >&2; return 1; }
+    sleep 0.1
+  done
+}
+
 stop_pids() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
