@@ -32,8 +32,7 @@ const ORIGIN: &str = "sealtrail.bench/verify";
 const BATCH: usize = 400;
 
 fn sample_events() -> Vec<serde_json::Value> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/k8s-audit/events.jsonl");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/k8s-audit/events.jsonl");
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .lines()
