@@ -109,6 +109,22 @@ impl Shutdown {
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C.
+/// The next accepted connection. A failed accept (out of file descriptors and the like) is
+/// logged and retried after a pause rather than in a spin.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(a) => return a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut term) = signal(SignalKind::terminate()) else {

@@ -46,15 +46,7 @@ pub fn incoming(
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+                accepted = sealtrail_ops::accept(&listener) => accepted,
                 () = &mut shutdown => return,
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
