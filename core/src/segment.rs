@@ -163,6 +163,10 @@ pub fn parse_header(bytes: &[u8]) -> Result<(SegmentHeader, &[u8]), Error> {
         .position(|b| *b == b'\n')
         .ok_or_else(|| bad("no header line".into()))?;
     let header = jcs::parse(&bytes[..end])?;
+    // One header, one spelling: unsigned members must not be rewritable in another form.
+    if header.to_canonical() != bytes[..end] {
+        return Err(bad("header is not in its canonical form".into()));
+    }
     let obj = header
         .as_object()
         .ok_or_else(|| bad("header is not an object".into()))?;

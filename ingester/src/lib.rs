@@ -7,8 +7,11 @@
 //! in the store, or in the spool while the store is unreachable. Nothing waits for a
 //! signature. The [`sealer`] then appends each batch's leaf hashes to the signer, in order,
 //! and writes the segment that seals it (events, inclusion proofs, signed checkpoint, and
-//! the pending batch's key and SHA-256). Capture therefore rides out signer outages of any
-//! length and store outages as long as the spool has room.
+//! the pending batch's key and SHA-256). Capture therefore rides out outages of the signer
+//! and of the store as long as the spool has room for what waits (a batch leaves it once
+//! sealed; the default 8 GiB holds about 90 minutes at 1,000 events/s); a full spool
+//! answers 503, so the apiserver retries rather than a batch being acknowledged that no
+//! process would remember to seal.
 //!
 //! What it does not: hold a signing key, or decide indexes (the signer does). Its only
 //! state is the spool, which holds batches until they are sealed.
@@ -126,7 +129,7 @@ pub struct Config {
     pub metrics_listener: Option<tokio::net::TcpListener>,
     /// The local durable spool; without one, a request is acknowledged only once the store
     /// holds it, and batches queued for sealing when the process dies stay pending in the
-    /// store (the verifier reports them; `docs/runbooks` says how to seal them).
+    /// store, unsealed (the verifier reports them as `unsealed_batch` past its grace).
     pub spool_dir: Option<PathBuf>,
     pub spool_max_bytes: u64,
     pub store_ack_timeout: std::time::Duration,

@@ -63,7 +63,11 @@ pub fn record_name(received_ms: u64, sha256: &Hash) -> String {
 fn name_digest(name: &str) -> Option<Hash> {
     let (ms, rest) = name.split_once('-')?;
     let hex_digest = rest.strip_suffix(".jsonl")?;
-    if ms.len() != 20 || !ms.bytes().all(|b| b.is_ascii_digit()) || hex_digest.len() != 64 {
+    if ms.len() != 20
+        || !ms.bytes().all(|b| b.is_ascii_digit())
+        || hex_digest.len() != 64
+        || hex_digest.bytes().any(|b| b.is_ascii_uppercase())
+    {
         return None;
     }
     <Hash>::try_from(hex::decode(hex_digest).ok()?).ok()

@@ -233,15 +233,27 @@ async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Resp
         Some(spool) => Some(spool_write(app, spool, received_ms, &sha256, bytes.clone()).await?),
         None => None,
     };
-    let stored = store_pending(app, &key, &bytes, spool_name.is_some()).await?;
-    // A retry of a batch stored before: seal the stored one (its receipt time, its bytes).
-    let (mut sha256, mut received_ms) = (sha256, received_ms);
-    if stored == Stored::Earlier {
-        (sha256, received_ms) =
-            crate::sealer::adopt_stored(app.store.as_ref(), &key, &batch.events)
+    let durable = async {
+        let stored = store_pending(app, &key, &bytes, spool_name.is_some()).await?;
+        // A retry of a batch stored before: seal the stored one (its receipt time, bytes).
+        if stored == Stored::Earlier {
+            let (sha, ms) = crate::sealer::adopt_stored(app.store.as_ref(), &key, &batch.events)
                 .await
                 .map_err(Error::Internal)?;
-    }
+            return Ok((stored, sha, ms));
+        }
+        Ok((stored, sha256, received_ms))
+    };
+    let (stored, sha256, received_ms) = match durable.await {
+        Ok(d) => d,
+        Err(e) => {
+            // Not acknowledged: the apiserver re-sends it, so its record must not stay.
+            if let (Some(spool), Some(name)) = (app.spool.clone(), spool_name.clone()) {
+                let _ = tokio::task::spawn_blocking(move || spool.remove(&name)).await;
+            }
+            return Err(e);
+        }
+    };
     if let Some(newest) = batch
         .events
         .iter()

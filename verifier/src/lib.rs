@@ -124,8 +124,8 @@ pub enum FindingKind {
     /// The same (auditID, stage) stored at two indexes (an apiserver retry that reached
     /// the log twice, or a replay).
     DuplicateAuditEvent,
-    /// An event whose stageTimestamp is older than the checkpoint that first covers it by
-    /// more than the threshold (backdating).
+    /// An event whose stageTimestamp is older, by more than the threshold, than its receipt
+    /// by the ingester (v2 segments) or the checkpoint that first covers it (v1): backdating.
     LateEvent,
     /// A segment object without Object Lock retention.
     NotLocked,
@@ -133,9 +133,9 @@ pub enum FindingKind {
     RetentionTooShort,
     /// A segment object locked in GOVERNANCE mode where COMPLIANCE is required.
     GovernanceMode,
-    /// An object under `pending/` that is not a valid pending batch: its content does not
-    /// match the SHA-256 its key names, it does not parse, or its receipt hour is not its
-    /// key's.
+    /// An object under `pending/` that is not a valid pending batch: it does not parse, its
+    /// events' digest is not the one its key names, or it is not in the hour partition its
+    /// events give.
     BadPendingBatch,
     /// A v2 segment whose pending batch is not in the store (or a batch an earlier run
     /// found sealed that is gone).

@@ -3,8 +3,8 @@
 //!
 //! Run after the segments are verified, from what that pass saw of each v2 segment (the
 //! batch its header names, and the digest of the leaves it holds). Each pending object is
-//! read whole: its key must name its SHA-256 and its receipt hour, and it must parse
-//! strictly. Then:
+//! read whole: it must parse strictly, and its key must name its events' digest and the
+//! hour partition its events give. Then:
 //! - a seal whose batch is not stored is `seal_batch_missing`; one whose batch has other
 //!   bytes, other events or another receipt time is `seal_mismatch`; two segments sealing
 //!   one batch are `batch_sealed_twice`;
