@@ -186,3 +186,56 @@ async fn ingester_sigkilled_mid_request() {
     child.wait().unwrap();
     h.shutdown().await;
 }
+
+/// Readiness follows the store by itself: without a spool, an unreachable store makes the
+/// ingester unready (it cannot make a batch durable), and it is ready again once the store
+/// answers, with no restart and no request needed to bring it back; with a spool it stays
+/// ready through the outage (the spool takes the batches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_recovers_by_itself_after_a_store_outage() {
+    async fn ready_within(addr: std::net::SocketAddr, want: bool, secs: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (status, _) = http_get(addr, "/readyz").await;
+            if (status == 200) == want {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let ProxiedS3 {
+        moto: _moto,
+        proxy,
+        mut h,
+        reader: _,
+    } = ProxiedS3::start().await;
+    let with_spool = h.ingester_metrics_addr.unwrap();
+    assert!(ready_within(with_spool, true, 10).await, "ready at start");
+    proxy.off();
+    tokio::time::sleep(sealtrail_ingester::PROBE_INTERVAL * 2).await;
+    assert!(
+        ready_within(with_spool, true, 1).await,
+        "a spool keeps it ready"
+    );
+    proxy.on();
+
+    h.stop_ingester().await;
+    h.spool_dir = None;
+    h.start_ingester().await;
+    let addr = h.ingester_metrics_addr.unwrap();
+    assert!(ready_within(addr, true, 10).await, "ready at start");
+    proxy.off();
+    assert!(
+        ready_within(addr, false, 15).await,
+        "unready while the store is away and there is no spool"
+    );
+    proxy.on();
+    assert!(
+        ready_within(addr, true, 15).await,
+        "ready again after the outage, by itself"
+    );
+    h.shutdown().await;
+}
