@@ -213,6 +213,7 @@ pub async fn run(
             sha256: r.sha256,
             received_ms: r.received_ms,
             count: r.count,
+            len: r.len,
             spool_name: Some(r.name),
             stored: false,
             events: None,

@@ -308,8 +308,8 @@ pub async fn probe_loop(
 }
 
 /// The health listener's view of the ingester: its metrics; ready while it can make a batch
-/// durable — the store answers, or the spool has room. The signer is not needed to accept
-/// (batches wait for it, sealed later).
+/// durable — the spool has room (with a spool), or the store answers (without). The signer
+/// is not needed to accept (batches wait for it, sealed later).
 pub fn health(metrics: Arc<Metrics>, spool: Option<Arc<Spool>>) -> sealtrail_ops::Health {
     let (m, counted) = (metrics.clone(), spool.clone());
     sealtrail_ops::Health {
@@ -326,12 +326,13 @@ pub fn health(metrics: Arc<Metrics>, spool: Option<Arc<Spool>>) -> sealtrail_ops
                 if metrics.draining.load(Ordering::Relaxed) {
                     return Some("shutting down".to_string());
                 }
-                if metrics.store_ok.load(Ordering::Relaxed) {
-                    return None;
-                }
+                // With a spool every request is recorded there first: no room, no request.
                 match spool {
-                    Some(s) if s.has_room(READY_SPOOL_ROOM) => None,
-                    Some(_) => Some("the store does not answer and the spool is full".into()),
+                    Some(s) if !s.has_room(READY_SPOOL_ROOM) => {
+                        Some("the spool is full (batches wait for sealing)".into())
+                    }
+                    Some(_) => None,
+                    None if metrics.store_ok.load(Ordering::Relaxed) => None,
                     None => Some("the store does not answer (and there is no spool)".into()),
                 }
             })

@@ -45,6 +45,8 @@ pub struct Entry {
     pub sha256: Hash,
     pub received_ms: u64,
     pub count: u64,
+    /// Bytes of its pending object (what reading it back costs).
+    pub len: u64,
     /// Its spool record, if the spool holds it.
     pub spool_name: Option<String>,
     /// Whether the pending object is known to be durable in the store.
@@ -160,7 +162,19 @@ impl Sealer {
             let group = {
                 let mut q = self.lock();
                 let mut group = std::mem::take(&mut deferred);
+                // Batches read back from the spool or the store count against the memory
+                // budget too (at least one is taken, whatever its size).
+                let mut loading = 0u64;
                 while group.len() < MAX_GROUP {
+                    let Some(front) = q.entries.front() else {
+                        break;
+                    };
+                    if front.events.is_none() {
+                        if !group.is_empty() && loading + front.len > self.memory_budget as u64 {
+                            break;
+                        }
+                        loading += front.len;
+                    }
                     let Some(e) = q.entries.pop_front() else {
                         break;
                     };
@@ -277,46 +291,125 @@ impl Sealer {
         }
     }
 
-    /// Runs every step of sealing one batch, each retried until it succeeds.
+    /// Runs the steps of sealing one batch; a step that failed is retried until it
+    /// succeeds, and a step that succeeded is never run again (above all the Append: a
+    /// retried Append after the signer's dedupe window has moved on would append the
+    /// events a second time). A batch that can never be sealed is set aside, loudly, so
+    /// that it does not hold up the others.
     async fn seal_until_done(&self, e: &Entry, events: &[CanonicalEvent]) {
+        let mut p = Progress {
+            stored: e.stored,
+            sha256: e.sha256,
+            received_ms: e.received_ms,
+            answer: None,
+            segment: None,
+        };
         let mut backoff = BACKOFF_FIRST;
         loop {
-            match self.seal(e, events).await {
+            match self.seal(e, events, &mut p).await {
                 Ok(()) => return,
-                Err((stage, err)) => {
+                Err(Failure::Retry(stage, err)) => {
                     self.metrics.seal_error(stage);
                     tracing::warn!(batch = %e.key, stage, error = %err, "sealing failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
+                Err(Failure::Permanent(stage, err)) => {
+                    self.metrics.seal_error(stage);
+                    self.damaged(e, &err).await;
+                    return;
+                }
+                Err(Failure::SealedElsewhere) => {
+                    // Another attempt of this batch stored it first, from an ingester that
+                    // queued it for sealing: sealing it here too could append it twice.
+                    tracing::info!(batch = %e.key, "batch stored by another attempt, which seals it");
+                    self.metrics.duplicate_batches.inc();
+                    if let Err(err) = self.remove_record(e).await {
+                        tracing::error!(batch = %e.key, error = %err, "spool record not removed");
+                    }
+                    return;
+                }
             }
         }
+    }
+
+    async fn remove_record(&self, e: &Entry) -> Result<(), String> {
+        let (Some(spool), Some(name)) = (self.spool.clone(), e.spool_name.clone()) else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || spool.remove(&name))
+            .await
+            .map_err(|x| x.to_string())?
+            .map_err(|x| x.to_string())
     }
 
     async fn seal(
         &self,
         e: &Entry,
         events: &[CanonicalEvent],
-    ) -> Result<(), (&'static str, String)> {
-        let (mut sha256, mut received_ms) = (e.sha256, e.received_ms);
-        if !e.stored {
+        p: &mut Progress,
+    ) -> Result<(), Failure> {
+        use Failure::{Permanent, Retry};
+        if !p.stored {
             // Spooled while the store was away: the same bytes, re-encoded, to the same key.
-            let (bytes, sha) =
-                pending::encode(e.received_ms, events).map_err(|x| ("encode", x.to_string()))?;
+            let (bytes, sha) = pending::encode(e.received_ms, events)
+                .map_err(|x| Permanent("encode", x.to_string()))?;
             if sha != e.sha256 {
-                return Err(("encode", "re-encoded batch differs from its record".into()));
+                return Err(Permanent(
+                    "encode",
+                    "re-encoded batch differs from its record".into(),
+                ));
             }
             match self.store.put_new(&e.key, &bytes).await {
-                Ok(_) => {}
+                Ok(_) => p.stored = true,
                 Err(StoreError::Conflict(_)) => {
-                    (sha256, received_ms) = adopt_stored(self.store.as_ref(), &e.key, events)
+                    adopt_stored(self.store.as_ref(), &e.key, events)
                         .await
-                        .map_err(|x| ("store", x))?;
+                        .map_err(|x| Permanent("store", x))?;
+                    return Err(Failure::SealedElsewhere);
                 }
-                Err(x) => return Err(("store", x.to_string())),
+                Err(x) => return Err(Retry("store", x.to_string())),
             }
         }
         let leaves: Vec<Hash> = events.iter().map(|ev| ev.leaf_hash).collect();
+        if p.answer.is_none() {
+            p.answer = Some(self.append(&leaves).await?);
+        }
+        let Some(((first, cp), proofs)) = &p.answer else {
+            return Err(Retry("answer", "no answer".into()));
+        };
+        let first = *first;
+        if p.segment.is_none() {
+            let sealed = segment::SealedFrom {
+                batch: e.key.clone(),
+                batch_sha256: p.sha256,
+                received_ms: p.received_ms,
+            };
+            let bytes = segment::encode_with(first, cp, Some(&sealed), events, proofs)
+                .map_err(|x| Permanent("encode", x.to_string()))?;
+            let key = segment::object_key(&self.prefix, cp.checkpoint.time_ms, first, e.count);
+            match self.store.put_new(&key, &bytes).await {
+                Ok(_) => {}
+                Err(StoreError::Conflict(_)) => {
+                    self.check_sealed_elsewhere(&key, first, &leaves).await?
+                }
+                Err(x) => return Err(Retry("segment", x.to_string())),
+            }
+            p.segment = Some(key);
+        }
+        self.remove_record(e).await.map_err(|x| Retry("spool", x))?;
+        let m = &self.metrics;
+        m.sealed_batches.inc();
+        m.events_sealed.inc_by(e.count);
+        let now = crate::now_ms();
+        m.seal_lag_seconds
+            .observe(now.saturating_sub(e.received_ms) as f64 / 1000.0);
+        tracing::debug!(batch = %e.key, segment = ?p.segment, first_index = first, "batch sealed");
+        Ok(())
+    }
+
+    /// One Append of these leaves, its answer checked.
+    async fn append(&self, leaves: &[Hash]) -> Result<Answer, Failure> {
         let started = std::time::Instant::now();
         let answer = self
             .signer
@@ -332,41 +425,9 @@ impl Sealer {
             .signer_ok
             .store(answer.is_ok(), std::sync::atomic::Ordering::Relaxed);
         let answer = answer
-            .map_err(|s| ("signer", format!("{} ({:?})", s.message(), s.code())))?
+            .map_err(|s| Failure::Retry("signer", format!("{} ({:?})", s.message(), s.code())))?
             .into_inner();
-        let (checkpoint, proofs) =
-            check_answer(&self.origin, &leaves, answer).map_err(|x| ("answer", x))?;
-        let first = checkpoint.0;
-        let sealed = segment::SealedFrom {
-            batch: e.key.clone(),
-            batch_sha256: sha256,
-            received_ms,
-        };
-        let cp = &checkpoint.1;
-        let bytes = segment::encode_with(first, cp, Some(&sealed), events, &proofs)
-            .map_err(|x| ("encode", x.to_string()))?;
-        let key = segment::object_key(&self.prefix, cp.checkpoint.time_ms, first, e.count);
-        match self.store.put_new(&key, &bytes).await {
-            Ok(_) => {}
-            Err(StoreError::Conflict(_)) => {
-                self.check_sealed_elsewhere(&key, first, &leaves).await?
-            }
-            Err(x) => return Err(("segment", x.to_string())),
-        }
-        if let (Some(spool), Some(name)) = (self.spool.clone(), e.spool_name.clone()) {
-            tokio::task::spawn_blocking(move || spool.remove(&name))
-                .await
-                .map_err(|x| ("spool", x.to_string()))?
-                .map_err(|x| ("spool", x.to_string()))?;
-        }
-        let m = &self.metrics;
-        m.sealed_batches.inc();
-        m.events_sealed.inc_by(e.count);
-        let now = crate::now_ms();
-        m.seal_lag_seconds
-            .observe(now.saturating_sub(e.received_ms) as f64 / 1000.0);
-        tracing::debug!(batch = %e.key, segment = key, first_index = first, "batch sealed");
-        Ok(())
+        check_answer(&self.origin, leaves, answer).map_err(|x| Failure::Retry("answer", x))
     }
 
     /// A segment already holds these indexes: the batch is a copy of one sealed before
@@ -377,12 +438,12 @@ impl Sealer {
         key: &str,
         first: u64,
         leaves: &[Hash],
-    ) -> Result<(), (&'static str, String)> {
+    ) -> Result<(), Failure> {
         let existing = self
             .store
             .get(key)
             .await
-            .map_err(|x| ("segment", x.to_string()))?;
+            .map_err(|x| Failure::Retry("segment", x.to_string()))?;
         let same = segment::parse_header(&existing)
             .ok()
             .is_some_and(|(h, body)| {
@@ -394,7 +455,7 @@ impl Sealer {
                         .all(|(r, l)| r.as_ref().ok() == Some(l))
             });
         if !same {
-            return Err((
+            return Err(Failure::Permanent(
                 "segment",
                 format!("{key} exists with other events than the signer gave these indexes"),
             ));
@@ -457,6 +518,27 @@ fn split_duplicates(
 }
 
 type Answer = ((u64, SignedCheckpoint), Vec<Vec<Hash>>);
+
+/// How far sealing one batch got.
+struct Progress {
+    stored: bool,
+    sha256: Hash,
+    received_ms: u64,
+    answer: Option<Answer>,
+    /// The segment key, once written.
+    segment: Option<String>,
+}
+
+/// Why a sealing step did not succeed.
+enum Failure {
+    /// Transient (the signer or the store away): retried.
+    Retry(&'static str, String),
+    /// Will never succeed (the store holds something no ingester wrote under this
+    /// batch's key, or the record no longer matches itself): set aside.
+    Permanent(&'static str, String),
+    /// Another attempt of the batch stored it, and seals it.
+    SealedElsewhere,
+}
 
 /// Checks the signer's answer before anything of it is stored: a bad answer is never made
 /// evidence.

@@ -43,6 +43,7 @@ pub struct Recovered {
     pub received_ms: u64,
     pub sha256: Hash,
     pub count: u64,
+    pub len: u64,
 }
 
 /// The spool directory and its accounting.
@@ -52,6 +53,9 @@ pub struct Spool {
     max_bytes: u64,
     used: AtomicU64,
     records: AtomicU64,
+    /// The length each counted record was counted with (what `remove` and `quarantine`
+    /// give back, whatever the file holds by then).
+    counted: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// The record name of a pending batch.
@@ -104,6 +108,7 @@ impl Spool {
             max_bytes,
             used: AtomicU64::new(0),
             records: AtomicU64::new(0),
+            counted: Default::default(),
         };
         let (mut found, mut damaged) = (Vec::new(), Vec::new());
         for name in names {
@@ -113,14 +118,14 @@ impl Spool {
                 .and_then(|_| pending::parse(&bytes).ok());
             match good {
                 Some(batch) => {
-                    spool.used.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    spool.records.fetch_add(1, Ordering::Relaxed);
+                    spool.count(&name, bytes.len() as u64);
                     found.push(Recovered {
                         name,
                         key: pending::object_key("", &batch.events, batch.received_ms),
                         received_ms: batch.received_ms,
                         sha256: batch.sha256,
                         count: batch.events.len() as u64,
+                        len: bytes.len() as u64,
                     });
                 }
                 None => {
@@ -149,54 +154,78 @@ impl Spool {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
-            fs::rename(&tmp, self.dir.join(name))?;
-            sync_dir(&self.dir)
+            // A link never replaces: the same name twice (the same bytes in the same
+            // millisecond) is one record, counted once.
+            let linked = fs::hard_link(&tmp, self.dir.join(name));
+            fs::remove_file(&tmp)?;
+            match linked {
+                Ok(()) => sync_dir(&self.dir).map(|()| true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
         })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            self.used.fetch_sub(need, Ordering::AcqRel);
-            return Err(e.into());
+        self.used.fetch_sub(need, Ordering::AcqRel);
+        match written {
+            Ok(true) => {
+                self.count(name, need);
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e.into())
+            }
         }
-        self.records.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 
-    /// Reads a record back, checking it against the SHA-256 its name carries.
+    fn lens(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
+        self.counted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, name: &str, len: u64) {
+        self.used.fetch_add(len, Ordering::AcqRel);
+        self.records.fetch_add(1, Ordering::Relaxed);
+        self.lens().insert(name.to_string(), len);
+    }
+
+    fn uncount(&self, name: &str) {
+        if let Some(len) = self.lens().remove(name) {
+            self.used.fetch_sub(len, Ordering::AcqRel);
+            self.records.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads a record back, checking it against the SHA-256 its name carries; `None` when
+    /// it does not match or is gone.
     pub fn read(&self, name: &str) -> std::io::Result<Option<Vec<u8>>> {
-        let bytes = fs::read(self.dir.join(name))?;
+        let bytes = match fs::read(self.dir.join(name)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let ok = name_digest(name) == Some(Sha256::digest(&bytes).into());
         Ok(ok.then_some(bytes))
     }
 
-    /// Removes the record of a sealed batch.
+    /// Removes the record of a sealed batch (one already gone is removed).
     pub fn remove(&self, name: &str) -> std::io::Result<()> {
-        let path = self.dir.join(name);
-        let len = fs::metadata(&path)?.len();
-        fs::remove_file(&path)?;
-        sync_dir(&self.dir)?;
-        self.used.fetch_sub(len, Ordering::AcqRel);
-        self.records.fetch_sub(1, Ordering::Relaxed);
+        match fs::remove_file(self.dir.join(name)) {
+            Ok(()) => sync_dir(&self.dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.uncount(name);
         Ok(())
     }
 
     /// Moves a damaged record aside, out of the sealing path.
     pub fn quarantine(&self, name: &str) -> std::io::Result<()> {
-        let from = self.dir.join(name);
-        let len = fs::metadata(&from).map(|m| m.len()).unwrap_or(0);
-        fs::rename(&from, self.dir.join(DAMAGED_DIR).join(name))?;
-        sync_dir(&self.dir)?;
-        // Only records counted at `write`/`open` are uncounted here.
-        if self
-            .records
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1))
-            .is_ok()
-        {
-            let _ = self
-                .used
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                    Some(u.saturating_sub(len))
-                });
+        match fs::rename(self.dir.join(name), self.dir.join(DAMAGED_DIR).join(name)) {
+            Ok(()) => sync_dir(&self.dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
+        self.uncount(name);
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sealtrail_core::event::{EventBatch, parse_event_list};
+use sealtrail_core::event::{CanonicalEvent, EventBatch, parse_event_list};
 use sealtrail_core::merkle::Hash;
 use sealtrail_core::pending;
 use sealtrail_store::{ObjectStore, PutOutcome, StoreError};
@@ -140,7 +140,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, Error> {
+async fn ingest_inner(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Result<Response, Error> {
     // Authentication and limits first: nothing is read or parsed beyond them.
     if let Some(token) = &app.bearer_token {
         let given = headers
@@ -224,36 +224,6 @@ async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Resp
         return Ok((StatusCode::OK, r#"{"accepted":0}"#).into_response());
     }
 
-    let count = batch.events.len() as u64;
-    let received_ms = crate::now_ms();
-    let (bytes, sha256) =
-        pending::encode(received_ms, &batch.events).map_err(|e| Error::Internal(e.to_string()))?;
-    let key = pending::object_key(&app.prefix, &batch.events, received_ms);
-    let spool_name = match &app.spool {
-        Some(spool) => Some(spool_write(app, spool, received_ms, &sha256, bytes.clone()).await?),
-        None => None,
-    };
-    let durable = async {
-        let stored = store_pending(app, &key, &bytes, spool_name.is_some()).await?;
-        // A retry of a batch stored before: seal the stored one (its receipt time, bytes).
-        if stored == Stored::Earlier {
-            let (sha, ms) = crate::sealer::adopt_stored(app.store.as_ref(), &key, &batch.events)
-                .await
-                .map_err(Error::Internal)?;
-            return Ok((stored, sha, ms));
-        }
-        Ok((stored, sha256, received_ms))
-    };
-    let (stored, sha256, received_ms) = match durable.await {
-        Ok(d) => d,
-        Err(e) => {
-            // Not acknowledged: the apiserver re-sends it, so its record must not stay.
-            if let (Some(spool), Some(name)) = (app.spool.clone(), spool_name.clone()) {
-                let _ = tokio::task::spawn_blocking(move || spool.remove(&name)).await;
-            }
-            return Err(e);
-        }
-    };
     if let Some(newest) = batch
         .events
         .iter()
@@ -263,24 +233,73 @@ async fn ingest_inner(app: &App, headers: &HeaderMap, body: Body) -> Result<Resp
     {
         m.saw_event_time(newest);
     }
-    app.sealer.submit(Entry {
-        key: key.clone(),
-        sha256,
-        received_ms,
-        count,
-        spool_name,
-        stored: stored != Stored::No,
-        events: Some(batch.events),
-    });
-    m.events_stored.inc_by(count);
-    let durable = if stored == Stored::No {
-        "spool"
-    } else {
-        "store"
-    };
+    // In a task of its own: a client that hangs up must not cut the durable writes and the
+    // hand-over to the sealer in two (a stored batch nobody queued, a record nobody answered).
+    let (key, count, durable) = tokio::spawn(persist(app.clone(), batch.events))
+        .await
+        .map_err(|e| Error::Internal(format!("persist task: {e}")))??;
     tracing::debug!(batch = key, events = count, durable, "batch acknowledged");
     let body = serde_json::json!({ "accepted": count, "batch": key, "durable": durable });
     Ok((StatusCode::OK, body.to_string()).into_response())
+}
+
+/// Makes a batch durable (spool record, then pending object) and queues it for sealing;
+/// returns its key, its size and where it is durable.
+async fn persist(
+    app: Arc<App>,
+    events: Vec<CanonicalEvent>,
+) -> Result<(String, u64, &'static str), Error> {
+    let count = events.len() as u64;
+    let received_ms = crate::now_ms();
+    let (bytes, sha256) =
+        pending::encode(received_ms, &events).map_err(|e| Error::Internal(e.to_string()))?;
+    let key = pending::object_key(&app.prefix, &events, received_ms);
+    let spool_name = match &app.spool {
+        Some(spool) => Some(spool_write(&app, spool, received_ms, &sha256, bytes.clone()).await?),
+        None => None,
+    };
+    let stored = store_pending(&app, &key, &bytes, spool_name.is_some()).await;
+    let remove_record = || async {
+        if let (Some(spool), Some(name)) = (app.spool.clone(), spool_name.clone()) {
+            let _ = tokio::task::spawn_blocking(move || spool.remove(&name)).await;
+        }
+    };
+    match stored {
+        // Not acknowledged: the apiserver re-sends it, so its record must not stay.
+        Err(e) => {
+            remove_record().await;
+            Err(e)
+        }
+        // A retry of a batch an earlier attempt stored: that attempt's ingester queued it
+        // (or its spool holds it), and sealing it twice could append it twice.
+        Ok(Stored::Earlier) => {
+            crate::sealer::adopt_stored(app.store.as_ref(), &key, &events)
+                .await
+                .map_err(Error::Internal)?;
+            remove_record().await;
+            app.metrics.events_stored.inc_by(count);
+            Ok((key, count, "store"))
+        }
+        Ok(stored) => {
+            app.sealer.submit(Entry {
+                key: key.clone(),
+                sha256,
+                received_ms,
+                count,
+                len: bytes.len() as u64,
+                spool_name,
+                stored: stored == Stored::Yes,
+                events: Some(events),
+            });
+            app.metrics.events_stored.inc_by(count);
+            let durable = if stored == Stored::No {
+                "spool"
+            } else {
+                "store"
+            };
+            Ok((key, count, durable))
+        }
+    }
 }
 
 /// Writes the spool record of a batch (fsynced) before anything else is done with it.

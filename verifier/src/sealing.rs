@@ -54,6 +54,8 @@ pub struct SealedRecord {
     pub fingerprint: Option<String>,
     /// Digest of its leaves (hex).
     pub leaves: String,
+    /// SHA-256 of its bytes, as its seal names them (hex).
+    pub batch_sha256: String,
     pub segment: String,
 }
 
@@ -178,12 +180,25 @@ pub(crate) async fn check(
             Ok(b) => {
                 // Re-read (its fingerprint moved, e.g. a copied store): still the batch an
                 // earlier run found sealed if its events are.
-                if let Some(rec) = remembered.get(&obj.key)
-                    && rec.leaves == hex::encode(b.leaves)
-                {
-                    let mut rec = rec.clone();
-                    (rec.size, rec.fingerprint) = (obj.size, obj.fingerprint.clone());
-                    next_state.insert(obj.key.clone(), rec);
+                if let Some(rec) = remembered.get(&obj.key) {
+                    if rec.leaves == hex::encode(b.leaves)
+                        && rec.batch_sha256 == hex::encode(b.sha256)
+                    {
+                        let mut rec = rec.clone();
+                        (rec.size, rec.fingerprint) = (obj.size, obj.fingerprint.clone());
+                        next_state.insert(obj.key.clone(), rec);
+                    } else {
+                        findings.push(finding(
+                            FindingKind::SealMismatch,
+                            None,
+                            &obj.key,
+                            format!(
+                                "no longer the bytes its seal in {} names, as an earlier run verified them",
+                                rec.segment
+                            ),
+                        ));
+                        continue;
+                    }
                 }
                 batches.insert(obj.key.clone(), b);
             }
@@ -285,6 +300,7 @@ pub(crate) async fn check(
                     size: info.size,
                     fingerprint: info.fingerprint.clone(),
                     leaves: hex::encode(b.leaves),
+                    batch_sha256: hex::encode(s.sealed.batch_sha256),
                     segment: s.segment.clone(),
                 },
             );
