@@ -23,6 +23,12 @@ fn kinds(r: &Report) -> Vec<FindingKind> {
     k
 }
 
+/// The report names only `kind`, first at `object`.
+fn only(r: &Report, kind: FindingKind, object: &str) {
+    assert_eq!(kinds(r), vec![kind], "{}", r.summary());
+    assert_eq!(r.findings[0].object.as_deref(), Some(object), "{}", r.summary());
+}
+
 async fn verify(h: &Harness, dir: &Path, grace: Option<Duration>) -> Report {
     let store = LocalDirStore::open(dir).unwrap();
     verify_store(
@@ -119,25 +125,13 @@ async fn tampering_with_pending_batches_and_seals_is_named() {
     let head = sealtrail_core::jcs::canonicalize(header.to_string().as_bytes()).unwrap();
     std::fs::write(&file, [&head[..], b"\n", rest.as_bytes()].concat()).unwrap();
     let r = verify(&h, &dir, None).await;
-    assert_eq!(
-        kinds(&r),
-        vec![FindingKind::SealMismatch],
-        "{}",
-        r.summary()
-    );
-    assert_eq!(r.findings[0].object.as_deref(), Some(seg_key.as_str()));
+    only(&r, FindingKind::SealMismatch, &seg_key);
 
     // A pending batch deleted.
     let dir = case("deleted");
     std::fs::remove_file(dir.join(&batch)).unwrap();
     let r = verify(&h, &dir, None).await;
-    assert_eq!(
-        kinds(&r),
-        vec![FindingKind::SealBatchMissing],
-        "{}",
-        r.summary()
-    );
-    assert_eq!(r.findings[0].object.as_deref(), Some(seg_key.as_str()));
+    only(&r, FindingKind::SealBatchMissing, &seg_key);
 
     // A pending batch duplicated under another hour partition.
     let dir = case("duplicated");
@@ -147,13 +141,7 @@ async fn tampering_with_pending_batches_and_seals_is_named() {
     std::fs::create_dir_all(dir.join(&moved).parent().unwrap()).unwrap();
     std::fs::copy(dir.join(&batch), dir.join(&moved)).unwrap();
     let r = verify(&h, &dir, None).await;
-    assert_eq!(
-        kinds(&r),
-        vec![FindingKind::BadPendingBatch],
-        "{}",
-        r.summary()
-    );
-    assert_eq!(r.findings[0].object.as_deref(), Some(moved.as_str()));
+    only(&r, FindingKind::BadPendingBatch, &moved);
 
     // A seal pointing at another batch.
     let dir = case("repointed");
@@ -161,13 +149,7 @@ async fn tampering_with_pending_batches_and_seals_is_named() {
     let file = dir.join(&seg_key);
     set_header(&file, "batch", &format!("\"{other}\""));
     let r = verify(&h, &dir, None).await;
-    assert_eq!(
-        kinds(&r),
-        vec![FindingKind::SealMismatch],
-        "{}",
-        r.summary()
-    );
-    assert_eq!(r.findings[0].object.as_deref(), Some(seg_key.as_str()));
+    only(&r, FindingKind::SealMismatch, &seg_key);
     // Its own batch is now without a seal: pending, then a finding past the grace.
     assert_eq!(r.sealing.batches_pending, 1);
 
