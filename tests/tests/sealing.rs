@@ -26,7 +26,12 @@ fn kinds(r: &Report) -> Vec<FindingKind> {
 /// The report names only `kind`, first at `object`.
 fn only(r: &Report, kind: FindingKind, object: &str) {
     assert_eq!(kinds(r), vec![kind], "{}", r.summary());
-    assert_eq!(r.findings[0].object.as_deref(), Some(object), "{}", r.summary());
+    assert_eq!(
+        r.findings[0].object.as_deref(),
+        Some(object),
+        "{}",
+        r.summary()
+    );
 }
 
 async fn verify(h: &Harness, dir: &Path, grace: Option<Duration>) -> Report {
