@@ -319,16 +319,6 @@ impl Sealer {
                     self.damaged(e, &err).await;
                     return;
                 }
-                Err(Failure::SealedElsewhere) => {
-                    // Another attempt of this batch stored it first, from an ingester that
-                    // queued it for sealing: sealing it here too could append it twice.
-                    tracing::info!(batch = %e.key, "batch stored by another attempt, which seals it");
-                    self.metrics.duplicate_batches.inc();
-                    if let Err(err) = self.remove_record(e).await {
-                        tracing::error!(batch = %e.key, error = %err, "spool record not removed");
-                    }
-                    return;
-                }
             }
         }
     }
@@ -362,11 +352,13 @@ impl Sealer {
             }
             match self.store.put_new(&e.key, &bytes).await {
                 Ok(_) => p.stored = true,
+                // Another attempt of this batch stored it first (perhaps one that failed
+                // after the write): seal the stored object.
                 Err(StoreError::Conflict(_)) => {
-                    adopt_stored(self.store.as_ref(), &e.key, events)
+                    (p.sha256, p.received_ms) = adopt_stored(self.store.as_ref(), &e.key, events)
                         .await
                         .map_err(|x| Permanent("store", x))?;
-                    return Err(Failure::SealedElsewhere);
+                    p.stored = true;
                 }
                 Err(x) => return Err(Retry("store", x.to_string())),
             }
@@ -536,8 +528,6 @@ enum Failure {
     /// Will never succeed (the store holds something no ingester wrote under this
     /// batch's key, or the record no longer matches itself): set aside.
     Permanent(&'static str, String),
-    /// Another attempt of the batch stored it, and seals it.
-    SealedElsewhere,
 }
 
 /// Checks the signer's answer before anything of it is stored: a bad answer is never made

@@ -270,13 +270,23 @@ async fn persist(
             remove_record().await;
             Err(e)
         }
-        // A retry of a batch an earlier attempt stored: that attempt's ingester queued it
-        // (or its spool holds it), and sealing it twice could append it twice.
+        // A retry of a batch an earlier attempt stored: that attempt may have failed after
+        // the write (no one queued it), so this one seals the stored object (its receipt
+        // time, its bytes); a second sealing of it is answered from the signer's dedupe.
         Ok(Stored::Earlier) => {
-            crate::sealer::adopt_stored(app.store.as_ref(), &key, &events)
+            let (sha, ms) = crate::sealer::adopt_stored(app.store.as_ref(), &key, &events)
                 .await
                 .map_err(Error::Internal)?;
-            remove_record().await;
+            app.sealer.submit(Entry {
+                key: key.clone(),
+                sha256: sha,
+                received_ms: ms,
+                count,
+                len: bytes.len() as u64,
+                spool_name,
+                stored: true,
+                events: Some(events),
+            });
             app.metrics.events_stored.inc_by(count);
             Ok((key, count, "store"))
         }
