@@ -138,11 +138,6 @@ impl Sealer {
             .store(oldest, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Batches acknowledged and not sealed yet.
-    pub fn unsealed(&self) -> usize {
-        self.lock().unsealed.len()
-    }
-
     /// Stops waiting for new batches: [`Sealer::run`] returns once the queue is empty.
     pub fn drain(&self) {
         self.lock().draining = true;
