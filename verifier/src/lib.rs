@@ -23,6 +23,7 @@ use serde::Serialize;
 
 mod audit;
 pub mod canonicalize;
+pub mod findings;
 pub mod lock;
 pub mod metrics;
 pub mod prove;
@@ -30,8 +31,10 @@ pub mod reconcile;
 pub mod sealing;
 pub mod signer;
 pub mod state;
+pub mod trail;
 
 pub use audit::{Options, verify_store};
+pub use findings::{Class, Finding, FindingKind};
 pub use lock::{ObjectLockPolicy, RetentionSource};
 pub use signer::{GrpcSigner, SignerConfig, SignerSource};
 pub use state::State;
@@ -71,164 +74,6 @@ pub enum Error {
     Limit(String),
 }
 
-/// What kind of problem a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FindingKind {
-    /// An object under the segments prefix whose key is not a segment key.
-    UnexpectedObject,
-    /// A segment whose header cannot be read.
-    MalformedSegment,
-    /// The object key names another index range than the segment holds.
-    KeyMismatch,
-    /// An event line that is not a valid record.
-    MalformedLine,
-    /// A segment shorter than its header says (cut short).
-    SegmentTruncated,
-    /// Leaf indexes that no stored segment holds (deleted segment or lines, lost tail).
-    MissingEvents,
-    /// An index stored twice (a duplicated line).
-    DuplicateEvent,
-    /// A whole segment whose indexes another segment already holds (a copy).
-    DuplicateSegment,
-    /// A record beyond the count its header declares.
-    ExtraEvent,
-    /// An event whose leaf hash does not prove into its checkpoint: the event, its index or
-    /// its proof was altered.
-    LeafMismatch,
-    /// A checkpoint whose root differs from the tree rebuilt from the stored leaves.
-    RootMismatch,
-    /// Two different checkpoints for the same tree size.
-    Fork,
-    /// A signature from a trusted key that does not verify.
-    BadSignature,
-    /// A checkpoint with no signature from any trusted key.
-    UntrustedKey,
-    /// A checkpoint signed by a trusted key outside the key's validity range (or after a
-    /// rotation retired the key).
-    KeyOutOfRange,
-    /// A rotation checkpoint not signed by both the key it retires and the key it names:
-    /// the key change is refused, and what that key signs is not trusted.
-    BadRotation,
-    /// A checkpoint of another log.
-    WrongOrigin,
-    /// A checkpoint whose `prev` is not the previous stored checkpoint.
-    ChainBreak,
-    /// A checkpoint whose time is earlier than its predecessor's.
-    TimeRegression,
-    /// The signer's latest checkpoint is not consistent with the stored tree (or the
-    /// state's): a fork, or a rollback of the signer or of the store.
-    InconsistentWithSigner,
-    /// An object verified by an earlier run (`--state`) now has another size.
-    ObjectChanged,
-    /// The same (auditID, stage) stored at two indexes (an apiserver retry that reached
-    /// the log twice, or a replay).
-    DuplicateAuditEvent,
-    /// An event whose stageTimestamp is older, by more than the threshold, than its receipt
-    /// by the ingester (v2 segments) or the checkpoint that first covers it (v1): backdating.
-    LateEvent,
-    /// A segment object without Object Lock retention.
-    NotLocked,
-    /// A segment object locked for less than the required retention.
-    RetentionTooShort,
-    /// A segment object locked in GOVERNANCE mode where COMPLIANCE is required.
-    GovernanceMode,
-    /// An object under `pending/` that is not a valid pending batch: it does not parse, its
-    /// events' digest is not the one its key names, or it is not in the hour partition its
-    /// events give.
-    BadPendingBatch,
-    /// A v2 segment whose pending batch is not in the store (or a batch an earlier run
-    /// found sealed that is gone).
-    SealBatchMissing,
-    /// A v2 segment that does not match the batch it names: other bytes (SHA-256), other
-    /// events, another receipt time, or a receipt after its checkpoint.
-    SealMismatch,
-    /// Two segments that seal the same pending batch.
-    BatchSealedTwice,
-    /// A pending batch older than the grace period that no segment seals: acknowledged
-    /// events that are not in the log.
-    UnsealedBatch,
-    /// A pending batch no segment seals whose events a sealed batch holds (a retried
-    /// request, or a copy).
-    DuplicateBatch,
-}
-
-impl FindingKind {
-    /// The snake_case name used in JSON reports and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::UnexpectedObject => "unexpected_object",
-            Self::MalformedSegment => "malformed_segment",
-            Self::KeyMismatch => "key_mismatch",
-            Self::MalformedLine => "malformed_line",
-            Self::SegmentTruncated => "segment_truncated",
-            Self::MissingEvents => "missing_events",
-            Self::DuplicateEvent => "duplicate_event",
-            Self::DuplicateSegment => "duplicate_segment",
-            Self::ExtraEvent => "extra_event",
-            Self::LeafMismatch => "leaf_mismatch",
-            Self::RootMismatch => "root_mismatch",
-            Self::Fork => "fork",
-            Self::BadSignature => "bad_signature",
-            Self::UntrustedKey => "untrusted_key",
-            Self::KeyOutOfRange => "key_out_of_range",
-            Self::BadRotation => "bad_rotation",
-            Self::WrongOrigin => "wrong_origin",
-            Self::ChainBreak => "chain_break",
-            Self::TimeRegression => "time_regression",
-            Self::InconsistentWithSigner => "inconsistent_with_signer",
-            Self::ObjectChanged => "object_changed",
-            Self::DuplicateAuditEvent => "duplicate_audit_event",
-            Self::LateEvent => "late_event",
-            Self::NotLocked => "not_locked",
-            Self::RetentionTooShort => "retention_too_short",
-            Self::GovernanceMode => "governance_mode",
-            Self::BadPendingBatch => "bad_pending_batch",
-            Self::SealBatchMissing => "seal_batch_missing",
-            Self::SealMismatch => "seal_mismatch",
-            Self::BatchSealedTwice => "batch_sealed_twice",
-            Self::UnsealedBatch => "unsealed_batch",
-            Self::DuplicateBatch => "duplicate_batch",
-        }
-    }
-
-    /// Whether the finding is about the content of the log itself (as opposed to a
-    /// property of the events or of the storage that is reported once: duplicates, late
-    /// events, object locks). A state file advances only past runs without integrity
-    /// findings.
-    pub fn is_integrity(self) -> bool {
-        !matches!(
-            self,
-            Self::DuplicateAuditEvent
-                | Self::LateEvent
-                | Self::NotLocked
-                | Self::RetentionTooShort
-                | Self::GovernanceMode
-                | Self::UnsealedBatch
-                | Self::DuplicateBatch
-        )
-    }
-}
-
-/// One problem, located.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub kind: FindingKind,
-    /// First leaf index concerned, if known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<u64>,
-    /// Last leaf index concerned (inclusive), when a range.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_index: Option<u64>,
-    /// The object key concerned.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object: Option<String>,
-    /// Line in the object (1 is the header).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
-    pub detail: String,
-}
-
 /// The outcome of a verification.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -255,11 +100,81 @@ pub struct Report {
     pub last_event_time: Option<f64>,
     /// Pending batches and their seals.
     pub sealing: sealing::SealingStats,
+    /// The newest trusted checkpoint whose leaves this run (with a state: and earlier runs)
+    /// verified: what the verdict covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<VerifiedCheckpoint>,
+    /// What vouches for the tail after the newest stored checkpoint.
+    pub tail_reference: TailReference,
     pub findings: Vec<Finding>,
     /// The state to remember for the next run: set when the run had no integrity finding
     /// and the store holds a verified checkpoint.
     #[serde(skip)]
     pub state: Option<State>,
+}
+
+/// A checkpoint, by size and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct VerifiedCheckpoint {
+    pub size: u64,
+    pub time_ms: u64,
+}
+
+/// What shows that no segment was cut after the newest stored checkpoint (deleted together
+/// with its checkpoint): the store alone cannot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "by")]
+pub enum TailReference {
+    /// The signer's latest checkpoint, consistent with the stored tree, whose every leaf is
+    /// stored.
+    Signer { size: u64, time_ms: u64 },
+    /// The checkpoint an earlier run verified (`--state`): the store still extends it.
+    State { size: u64, time_ms: u64 },
+    /// Nothing: a cut tail would not show.
+    #[default]
+    Nothing,
+}
+
+impl TailReference {
+    /// How the summary names it.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Signer { size, time_ms } => format!(
+                "the signer's latest checkpoint (size {}, {})",
+                thousands(*size),
+                format_ms(*time_ms)
+            ),
+            Self::State { size, time_ms } => format!(
+                "the state file of {} (checkpoint of size {})",
+                format_ms(*time_ms),
+                thousands(*size)
+            ),
+            Self::Nothing => {
+                "nothing (a cut tail would not show: pass --signer or --state)".to_string()
+            }
+        }
+    }
+}
+
+/// A Unix time in milliseconds as RFC 3339 UTC, to the second.
+pub(crate) fn format_ms(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{ms} ms"))
+}
+
+/// 1332 → "1,332".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 impl Report {
@@ -302,32 +217,37 @@ impl Report {
         if let Some(n) = self.signer_tree_size {
             s.push_str(&format!("signer's latest checkpoint: tree size {n}\n"));
         }
-        if self.intact() {
-            s.push_str("INTACT: every event, proof, signature and chain link verifies\n");
+        let integrity = self
+            .findings
+            .iter()
+            .filter(|f| f.kind.is_integrity())
+            .count();
+        if integrity > 0 {
+            s.push_str(&format!(
+                "NOT INTACT: {integrity} integrity findings ({} in all)\n",
+                self.findings.len()
+            ));
         } else {
-            s.push_str(&format!("NOT INTACT: {} findings\n", self.findings.len()));
-            for f in &self.findings {
-                s.push_str(&format!("  {}\n", describe(f)));
+            match self.verified {
+                Some(c) => s.push_str(&format!(
+                    "INTACT up to checkpoint {} ({}): every event, proof, signature and chain link verifies\n",
+                    thousands(c.size),
+                    format_ms(c.time_ms)
+                )),
+                None => s.push_str("INTACT: the store holds no checkpoint yet\n"),
+            }
+            s.push_str(&format!(
+                "The tail after it is vouched for by: {}\n",
+                self.tail_reference.describe()
+            ));
+            if !self.findings.is_empty() {
+                s.push_str(&format!(
+                    "{} advisory findings (exit status 1):\n",
+                    self.findings.len()
+                ));
             }
         }
+        s.push_str(&findings::summarize(&self.findings));
         s
     }
-}
-
-fn describe(f: &Finding) -> String {
-    let mut s = f.kind.as_str().to_string();
-    match (f.index, f.last_index) {
-        (Some(a), Some(b)) if a != b => s.push_str(&format!(" indexes {a}..={b}")),
-        (Some(a), _) => s.push_str(&format!(" index {a}")),
-        _ => {}
-    }
-    if let Some(o) = &f.object {
-        s.push_str(&format!(" in {o}"));
-    }
-    if let Some(l) = f.line {
-        s.push_str(&format!(" line {l}"));
-    }
-    s.push_str(": ");
-    s.push_str(&f.detail);
-    s
 }
