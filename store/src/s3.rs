@@ -56,7 +56,7 @@
 //!   (`ChecksumMode=ENABLED`); `GetObjectLockConfiguration` parses, and a bucket without
 //!   Object Lock answers `ObjectLockConfigurationNotFoundError`; deleting a locked version
 //!   is `AccessDenied`; Range requests are honoured (206); ListObjectsV2 pages with continuation tokens.
-//! - Deviations (DESIGN.md §4): `GetObjectRetention` and `GetBucketVersioning` responses do
+//! - Deviations (docs/DESIGN.md §4): `GetObjectRetention` and `GetBucketVersioning` responses do
 //!   not parse in the Rust SDK, so [`S3Store::retention`] uses `HeadObject` (which returns
 //!   the lock mode and retain-until date on AWS too); moto does not validate
 //!   `x-amz-checksum-sha256` and lets COMPLIANCE retention be shortened (AWS refuses both).

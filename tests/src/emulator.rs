@@ -1,4 +1,4 @@
-//! The kube-apiserver's batching audit webhook client, reproduced (DESIGN.md §5).
+//! The kube-apiserver's batching audit webhook client, reproduced (docs/DESIGN.md §5).
 //!
 //! What the apiserver does, and so what this does:
 //! - events become `EventList` batches of at most `max_batch` (400) items of one

@@ -15,7 +15,7 @@
 //! [`MotoServer::restart_same_port`] gives an *empty* server (no buckets, no keys) at the
 //! same endpoint. It is meant for outage tests, not for persistence tests.
 //!
-//! Known moto deviations are listed in DESIGN.md §4 and in `sealtrail_store::s3`.
+//! Known moto deviations are listed in docs/DESIGN.md §4 and in `sealtrail_store::s3`.
 
 use std::fs::File;
 use std::io::{Read as _, Write as _};
