@@ -21,7 +21,7 @@ pub const HEADER_READ_LEN: usize = 2 * MAX_NOTE_LEN + 1024;
 
 /// A checkpoint object read under `checkpoints/`, or why it is not one.
 pub enum CheckpointObject {
-    Checkpoint(SignedCheckpoint),
+    Checkpoint(Box<SignedCheckpoint>),
     /// Not a signed checkpoint (too large, or does not parse): the reason.
     Unreadable(String),
 }
@@ -87,7 +87,7 @@ impl<'a> Trail<'a> {
         }
         let bytes = self.store.get(&obj.key).await?;
         Ok(match SignedCheckpoint::parse(&bytes) {
-            Ok(sc) => CheckpointObject::Checkpoint(sc),
+            Ok(sc) => CheckpointObject::Checkpoint(Box::new(sc)),
             Err(e) => CheckpointObject::Unreadable(format!("not a signed checkpoint: {e}")),
         })
     }

@@ -68,7 +68,7 @@ pub(super) async fn rotations(audit: &mut Audit<'_>) -> Result<Found, Error> {
     let trail = audit.trail;
     for obj in trail.checkpoint_objects().await? {
         let sc = match trail.read_checkpoint(&obj).await? {
-            CheckpointObject::Checkpoint(sc) => sc,
+            CheckpointObject::Checkpoint(sc) => *sc,
             CheckpointObject::Unreadable(why) => {
                 audit.find(
                     FindingKind::UnexpectedObject,
