@@ -67,4 +67,11 @@ pub enum Error {
     Proof(String),
     #[error("limit exceeded: {0}")]
     Limit(String),
+    /// A proof bundle file that does not meet docs/FORMAT.md §8.1: malformed, not
+    /// canonical, or over a limit.
+    #[error("proof bundle: {0}")]
+    Bundle(String),
+    /// An event selection (docs/FORMAT.md §8.1 `selection`) that selects nothing sensible.
+    #[error("selection: {0}")]
+    Selection(String),
 }

@@ -5,18 +5,22 @@
 //! - [`jcs`]: strict JSON parsing and RFC 8785 canonical bytes, with exact big integers;
 //! - [`event`]: the apiserver's `EventList` batches and the canonical form of each event;
 //! - [`merkle`]: RFC 6962 leaf and node hashing, tree roots, inclusion and consistency proofs;
+//!   [`consistency`]: consistency proofs computed while the leaves stream by;
 //! - [`keys`], [`checkpoint`]: C2SP signed-note checkpoints chained by hash, their
 //!   signatures (Ed25519, ECDSA P-256) and key ids;
 //! - [`pending`]: batches stored when acknowledged, before they are sealed into the log;
 //! - [`segment`]: the stored objects (JSON Lines of events with their proofs and checkpoint)
 //!   and their object keys;
-//! - [`trust`]: the pinned trust bundle of signer public keys.
+//! - [`trust`]: the pinned trust bundle of signer public keys;
+//! - [`bundle`]: proof bundles, offline evidence that chosen events are in the log.
 //!
 //! What it does not: no network, no async runtime, no storage, no private keys held
 //! anywhere but the caller's. Every byte these modules hash, sign or store is described in
 //! `docs/FORMAT.md`.
 
+pub mod bundle;
 pub mod checkpoint;
+pub mod consistency;
 pub mod error;
 pub mod event;
 pub mod jcs;

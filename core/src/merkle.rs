@@ -637,8 +637,19 @@ impl Frontier {
 
     /// Appends a leaf hash.
     pub fn push(&mut self, leaf: Hash) {
+        self.push_with(leaf, |_, _, _| {});
+    }
+
+    /// Appends a leaf hash and calls `completed(level, n, hash)` for each perfect subtree
+    /// that now exists and did not before, smallest first: the leaf itself (level 0), then
+    /// each subtree it completes, the one of `2^level` leaves starting at leaf
+    /// `n << level`. Lets a caller keep the few inner nodes it needs (for example for
+    /// consistency proofs) without storing the tree.
+    pub fn push_with(&mut self, leaf: Hash, mut completed: impl FnMut(u32, u64, &Hash)) {
         let mut h = leaf;
         let mut s = self.size;
+        let mut level = 0u32;
+        completed(level, s, &h);
         // Each trailing 1 bit of the old size is a perfect subtree the new leaf completes.
         while s & 1 == 1 {
             let Some(left) = self.hashes.pop() else {
@@ -647,9 +658,24 @@ impl Frontier {
             };
             h = node_hash(&left, &h);
             s >>= 1;
+            level += 1;
+            completed(level, s, &h);
         }
         self.hashes.push(h);
         self.size += 1;
+    }
+
+    /// The perfect subtrees of the frontier as `(start, end, hash)`: leaves `start..end`,
+    /// largest (leftmost) first, together exactly `0..size`.
+    pub fn subtrees(&self) -> impl Iterator<Item = (u64, u64, &Hash)> + '_ {
+        // One subtree per set bit of size, from the top bit down.
+        let levels = (0..u64::BITS).rev().filter(|l| self.size >> l & 1 == 1);
+        let mut start = 0u64;
+        levels.zip(&self.hashes).map(move |(level, h)| {
+            let a = start;
+            start += 1u64 << level;
+            (a, start, h)
+        })
     }
 
     /// Root of the tree of the leaves pushed so far ([`empty_root`] when none).
