@@ -1,12 +1,14 @@
-//! Proof bundles as `check-bundle` reads them: parse never panics, what parses re-encodes
-//! to the same bytes, and checking it against the example trust bundle never panics.
+//! Proof bundles as `check-bundle` reads them: the parser of `sealtrail_core::bundle` never
+//! panics, what parses re-encodes to the same bytes, and checking it against the example
+//! trust bundle never panics.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use sealtrail_core::bundle::Bundle;
 use sealtrail_core::trust::Trust;
-use sealtrail_verifier::prove::{Bundle, check_bundle};
+use sealtrail_verifier::prove::check_bundle;
 
 fn trust() -> &'static Trust {
     static TRUST: OnceLock<Trust> = OnceLock::new();
