@@ -11,49 +11,14 @@ use sealtrail_core::merkle::{self, Hash};
 use sealtrail_core::trust::{Keyring, SignatureVerdict, Trust};
 use serde::Serialize;
 
-/// What kind of problem a bundle has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProblemKind {
-    /// The bundle is of another log than the trust bundle.
-    WrongOrigin,
-    /// A rotation checkpoint that is not signed by both the key it retires and the key it
-    /// names: its key is not learned.
-    BadRotation,
-    /// A signature from a known key that does not verify.
-    BadSignature,
-    /// A checkpoint signed by no trusted key (nor one learned from a rotation).
-    UntrustedKey,
-    /// A checkpoint signed by a trusted key outside its validity range.
-    KeyOutOfRange,
-    /// An event whose leaf hash does not prove into its checkpoint: the event, its index or
-    /// its proof was altered.
-    LeafMismatch,
-    /// A checkpoint not proven consistent with the head.
-    Inconsistent,
-    /// An event that the bundle's own selection does not select.
-    SelectionMismatch,
-}
-
-impl ProblemKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::WrongOrigin => "wrong_origin",
-            Self::BadRotation => "bad_rotation",
-            Self::BadSignature => "bad_signature",
-            Self::UntrustedKey => "untrusted_key",
-            Self::KeyOutOfRange => "key_out_of_range",
-            Self::LeafMismatch => "leaf_mismatch",
-            Self::Inconsistent => "inconsistent",
-            Self::SelectionMismatch => "selection_mismatch",
-        }
-    }
-}
+use crate::findings::FindingKind;
 
 /// One problem, with the event or checkpoint it is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
-    pub kind: ProblemKind,
+    /// One of the kinds `check-bundle` raises ([`crate::findings::Scope::Bundle`] or
+    /// `Both`), named as everywhere else.
+    pub kind: FindingKind,
     /// Leaf index of the event concerned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<u64>,
@@ -189,7 +154,7 @@ impl<'a> Checker<'a> {
         };
         if !c.origin_ok {
             c.problem(
-                ProblemKind::WrongOrigin,
+                FindingKind::WrongOrigin,
                 None,
                 None,
                 None,
@@ -205,7 +170,7 @@ impl<'a> Checker<'a> {
 
     fn problem(
         &mut self,
-        kind: ProblemKind,
+        kind: FindingKind,
         index: Option<u64>,
         audit_id: Option<&str>,
         checkpoint: Option<&Hash>,
@@ -234,7 +199,7 @@ impl<'a> Checker<'a> {
                     Ok(()) => true,
                     Err(e) => {
                         self.problem(
-                            ProblemKind::BadRotation,
+                            FindingKind::BadRotation,
                             None,
                             None,
                             Some(&rot.hash()),
@@ -273,18 +238,18 @@ impl<'a> Checker<'a> {
                     continue;
                 }
                 SignatureVerdict::BadSignature { key_id } => (
-                    ProblemKind::BadSignature,
+                    FindingKind::BadSignature,
                     format!("{what}: the signature of key {key_id:08x} does not verify"),
                 ),
                 SignatureVerdict::Untrusted { key_ids } => (
-                    ProblemKind::UntrustedKey,
+                    FindingKind::UntrustedKey,
                     format!(
                         "{what}: signed only by keys neither in the trust bundle nor learned from a rotation ({})",
                         ids(&key_ids).join(", ")
                     ),
                 ),
                 SignatureVerdict::KeyOutOfRange { key_ids } => (
-                    ProblemKind::KeyOutOfRange,
+                    FindingKind::KeyOutOfRange,
                     format!(
                         "{what}: signed by trusted keys outside their validity ({})",
                         ids(&key_ids).join(", ")
@@ -314,7 +279,7 @@ impl<'a> Checker<'a> {
                 Ok(()) => true,
                 Err(e) => {
                     self.problem(
-                        ProblemKind::Inconsistent,
+                        FindingKind::Inconsistent,
                         None,
                         None,
                         Some(&p.from),
@@ -365,7 +330,7 @@ impl<'a> Checker<'a> {
             Ok(()) => true,
             Err(err) => {
                 self.problem(
-                    ProblemKind::LeafMismatch,
+                    FindingKind::LeafMismatch,
                     Some(e.index),
                     id,
                     Some(&e.checkpoint),
@@ -380,7 +345,7 @@ impl<'a> Checker<'a> {
         let selected = self.matcher.matches(&e.fields);
         if !selected {
             self.problem(
-                ProblemKind::SelectionMismatch,
+                FindingKind::SelectionMismatch,
                 Some(e.index),
                 id,
                 None,

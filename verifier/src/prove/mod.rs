@@ -31,7 +31,7 @@ mod select;
 mod tree;
 
 pub use check::{
-    CheckReport, CheckpointReport, Problem, ProblemKind, ProvenEvent, RotationReport, check_bundle,
+    CheckReport, CheckpointReport, Problem, ProvenEvent, RotationReport, check_bundle,
 };
 pub use run::{DEFAULT_MARGIN, ProveOptions, ProveReport, Proved, prove};
 pub use sealtrail_core::bundle::{
