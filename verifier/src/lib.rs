@@ -63,9 +63,6 @@ pub enum Error {
     /// checkpoint or its consistency with the head does not verify (exit 1).
     #[error("not provable: {0}")]
     NotProvable(String),
-    /// A proof bundle that cannot be read: malformed, not canonical, or over a limit.
-    #[error("proof bundle: {0}")]
-    Bundle(String),
     /// An unusable event selection for `prove`.
     #[error("selection: {0}")]
     Selection(String),
@@ -156,12 +153,15 @@ impl TailReference {
     }
 }
 
-/// A Unix time in milliseconds as RFC 3339 UTC, to the second.
+/// A Unix time in milliseconds as RFC 3339 UTC, to the millisecond.
 pub(crate) fn format_ms(ms: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| format!("{ms} ms"))
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 /// 1332 → "1,332".

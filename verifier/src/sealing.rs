@@ -20,11 +20,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use sealtrail_core::merkle::Hash;
-use sealtrail_core::pending::{self, MAX_PENDING_LEN, PENDING_PREFIX};
+use sealtrail_core::pending::{self, MAX_PENDING_LEN};
 use sealtrail_core::segment::SealedFrom;
-use sealtrail_store::{ObjectInfo, ObjectStore};
+use sealtrail_store::ObjectInfo;
 use serde::{Deserialize, Serialize};
 
+use crate::trail::Trail;
 use crate::{Error, Finding, FindingKind};
 
 /// Default age after which a batch without a seal is a finding.
@@ -84,23 +85,14 @@ struct Batch {
 }
 
 fn finding(kind: FindingKind, range: Option<(u64, u64)>, object: &str, detail: String) -> Finding {
-    Finding {
-        kind,
-        index: range.map(|r| r.0),
-        last_index: range.map(|r| r.1),
-        object: Some(object.to_string()),
-        line: None,
-        detail,
-    }
+    Finding::new(kind, detail)
+        .at_range(range)
+        .at_object(Some(object))
 }
 
 /// Reads one pending object; `Err` is the finding's detail.
-async fn read_batch(
-    store: &dyn ObjectStore,
-    prefix: &str,
-    obj: &ObjectInfo,
-) -> Result<Result<Batch, String>, Error> {
-    let Some((hour, named)) = pending::parse_object_key(prefix, &obj.key) else {
+async fn read_batch(trail: Trail<'_>, obj: &ObjectInfo) -> Result<Result<Batch, String>, Error> {
+    let Some((hour, named)) = pending::parse_object_key(trail.prefix, &obj.key) else {
         return Ok(Err("not a pending batch key".into()));
     };
     if obj.size > MAX_PENDING_LEN as u64 {
@@ -109,7 +101,7 @@ async fn read_batch(
             obj.size
         )));
     }
-    let bytes = store.get(&obj.key).await?;
+    let bytes = trail.get(&obj.key).await?;
     let batch = match pending::parse(&bytes) {
         Ok(b) => b,
         Err(e) => return Ok(Err(e.to_string())),
@@ -121,7 +113,7 @@ async fn read_batch(
             hex::encode(leaves)
         )));
     }
-    let want = pending::object_key(prefix, &batch.events, batch.received_ms);
+    let want = pending::object_key(trail.prefix, &batch.events, batch.received_ms);
     if want != obj.key {
         return Ok(Err(format!(
             "stored under the wrong hour partition {hour}: its events put it at {want} (a moved copy)"
@@ -138,8 +130,7 @@ async fn read_batch(
 /// The sealing checks; returns the findings, the counts, and the sealed batches to
 /// remember in the next state.
 pub(crate) async fn check(
-    store: &dyn ObjectStore,
-    prefix: &str,
+    trail: Trail<'_>,
     seals: &[SealSeen],
     remembered: Option<&BTreeMap<String, SealedRecord>>,
     grace: Duration,
@@ -147,7 +138,7 @@ pub(crate) async fn check(
 ) -> Result<(Vec<Finding>, SealingStats, BTreeMap<String, SealedRecord>), Error> {
     let mut findings = Vec::new();
     let mut stats = SealingStats::default();
-    let listed = store.list(&format!("{prefix}{PENDING_PREFIX}")).await?;
+    let listed = trail.pending_objects().await?;
     let empty = BTreeMap::new();
     let remembered = remembered.unwrap_or(&empty);
     let mut batches: HashMap<String, Batch> = HashMap::new();
@@ -176,7 +167,7 @@ pub(crate) async fn check(
             );
             continue;
         }
-        match read_batch(store, prefix, obj).await? {
+        match read_batch(trail, obj).await? {
             Ok(b) => {
                 // Re-read (its fingerprint moved, e.g. a copied store): still the batch an
                 // earlier run found sealed if its events are.
@@ -241,7 +232,7 @@ pub(crate) async fn check(
             ));
             continue;
         }
-        let named_ok = pending::parse_object_key(prefix, name).is_some();
+        let named_ok = pending::parse_object_key(trail.prefix, name).is_some();
         let Some(b) = batches.get(name) else {
             let why = if infos.contains_key(name) {
                 "the batch it names is not a valid pending batch (reported above)".to_string()

@@ -39,20 +39,20 @@ impl<'a> Trail<'a> {
         Self { store, prefix }
     }
 
+    /// The key prefix of the log's segments.
+    pub fn segments_prefix(&self) -> String {
+        format!("{}{SEGMENTS_PREFIX}", self.prefix)
+    }
+
     /// Every object under `segments/`.
     pub async fn segments(&self) -> Result<Vec<ObjectInfo>, Error> {
-        Ok(self
-            .store
-            .list(&format!("{}{SEGMENTS_PREFIX}", self.prefix))
-            .await?)
+        Ok(self.store.list(&self.segments_prefix()).await?)
     }
 
     /// The segments under one hour partition (`YYYY/MM/DD/HH`).
     pub async fn segments_in(&self, partition: &str) -> Result<Vec<ObjectInfo>, Error> {
-        Ok(self
-            .store
-            .list(&format!("{}{SEGMENTS_PREFIX}{partition}/", self.prefix))
-            .await?)
+        let prefix = format!("{}{partition}/", self.segments_prefix());
+        Ok(self.store.list(&prefix).await?)
     }
 
     /// Every object under `checkpoints/`.
@@ -109,11 +109,10 @@ impl<'a> Trail<'a> {
 
 /// Why a segment object is refused before it is read: more than a segment may hold (one
 /// huge object must not exhaust the verifier).
-pub fn oversized_segment(obj: &ObjectInfo) -> Option<String> {
-    (obj.size > segment::MAX_SEGMENT_LEN as u64).then(|| {
+pub fn oversized_segment(size: u64) -> Option<String> {
+    (size > segment::MAX_SEGMENT_LEN as u64).then(|| {
         format!(
-            "{} bytes, more than a segment may hold ({})",
-            obj.size,
+            "{size} bytes, more than a segment may hold ({})",
             segment::MAX_SEGMENT_LEN
         )
     })

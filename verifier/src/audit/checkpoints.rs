@@ -147,7 +147,7 @@ pub(super) fn verify(
     ordered.sort_by_key(|(_, c)| chain_order(c));
     let mut signing = Signing {
         keyring,
-        base_size: base.size,
+        base_size: base.size(),
         refused: HashMap::new(),
     };
     for (note, info) in ordered {

@@ -160,7 +160,7 @@ pub async fn verify_store(
         .as_ref()
         .map(|r| r.frontier.clone())
         .unwrap_or_default();
-    let pass = segments::read_records(&mut audit, metas, &cps, frontier, base.size).await?;
+    let pass = segments::read_records(&mut audit, metas, &cps, frontier, base.size()).await?;
 
     let signer_consistent =
         reference::check_signer(&mut audit, signer_cp.as_ref(), &keyring, &cps).await?;
@@ -172,8 +172,7 @@ pub async fn verify_store(
     reference::check_chain(&mut audit, &cps, &base);
 
     let (found, stats, sealed) = crate::sealing::check(
-        store,
-        &options.prefix,
+        audit.trail,
         &pass.seals,
         options.state.as_ref().map(|s| &s.sealed),
         options
@@ -206,14 +205,14 @@ fn tail_reference(
     signer_consistent: bool,
     base: &resume::Base,
 ) -> TailReference {
-    match (signer, &base.checkpoint) {
+    match (signer, &base.info) {
         (Some(cp), _) if signer_consistent => TailReference::Signer {
             size: cp.checkpoint.size,
             time_ms: cp.checkpoint.time_ms,
         },
-        (_, Some(cp)) => TailReference::State {
-            size: cp.checkpoint.size,
-            time_ms: cp.checkpoint.time_ms,
+        (_, Some(info)) => TailReference::State {
+            size: info.cp.checkpoint.size,
+            time_ms: info.cp.checkpoint.time_ms,
         },
         _ => TailReference::Nothing,
     }

@@ -143,7 +143,7 @@ pub(super) fn check_chain(audit: &mut Audit<'_>, cps: &Checkpoints, base: &Base)
             Some(i) => chain.split_off(i + 1),
             None => chain
                 .into_iter()
-                .filter(|c| c.cp.checkpoint.size > base.size)
+                .filter(|c| c.cp.checkpoint.size > base.size())
                 .collect(),
         };
     }

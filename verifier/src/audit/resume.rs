@@ -16,22 +16,22 @@ use crate::{Error, FindingKind};
 
 /// Where this run starts: the remembered checkpoint, or the empty tree.
 pub(super) struct Base {
-    /// Tree size the earlier run verified (0 without a state).
-    pub size: u64,
     /// The remembered checkpoint, as a checkpoint seen in the "state file".
     pub info: Option<CheckpointInfo>,
-    pub checkpoint: Option<SignedCheckpoint>,
 }
 
 impl Base {
+    /// Tree size the earlier run verified (0 without a state).
+    pub fn size(&self) -> u64 {
+        self.info.as_ref().map_or(0, |i| i.cp.checkpoint.size)
+    }
+
     pub fn new(resumed: Option<&Resume>) -> Self {
         Self {
-            size: resumed.map_or(0, |r| r.checkpoint.checkpoint.size),
             info: resumed.map(|r| CheckpointInfo {
                 cp: r.checkpoint.clone(),
                 first_object: STATE_FILE.to_string(),
             }),
-            checkpoint: resumed.map(|r| r.checkpoint.clone()),
         }
     }
 }
@@ -82,7 +82,7 @@ pub(super) async fn select<'o>(
         let detail = if rec.first_index >= present_end {
             format!(
                 "truncated since the last run: verified then (tree size {}), no longer in the store",
-                base.size
+                base.size()
             )
         } else {
             "deleted since the last run: verified then, no longer in the store".to_string()

@@ -50,7 +50,7 @@ pub(super) async fn read_headers(
             );
             continue;
         };
-        if let Some(why) = oversized_segment(obj) {
+        if let Some(why) = oversized_segment(obj.size) {
             audit.find(
                 FindingKind::MalformedSegment,
                 Some(key_range),

@@ -12,6 +12,7 @@ use sealtrail_core::trust::{Keyring, SignatureVerdict, Trust};
 use serde::Serialize;
 
 use crate::findings::FindingKind;
+use crate::format_ms;
 
 /// One problem, with the event or checkpoint it is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -379,17 +380,6 @@ fn root_text(cp: &SignedCheckpoint) -> String {
         .nth(2)
         .unwrap_or_default()
         .to_string()
-}
-
-/// A Unix time in milliseconds as RFC 3339 UTC, to the millisecond.
-fn format_ms(ms: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 impl Problem {

@@ -3,13 +3,13 @@
 //! around it), keeps the selected events once checked, streams the leaves to the head, and
 //! checks the finished file as `check-bundle` would before handing it out.
 //!
-//! Every read of the store is in the "Reading the store" block below (the store layout:
-//! `checkpoints/`, `segments/YYYY/MM/DD/HH/`, segment headers).
+//! Every read of the store is in the "Reading the store" block below, through the trail
+//! reader ([`crate::trail`], which knows the layout and the read limits).
 
 use std::time::Duration;
 
 use sealtrail_core::bundle::{Bundle, Consistency, ConsistencyProof, MAX_BUNDLE_LEN, Selection};
-use sealtrail_core::checkpoint::{CHECKPOINTS_PREFIX, MAX_NOTE_LEN, SignedCheckpoint};
+use sealtrail_core::checkpoint::SignedCheckpoint;
 use sealtrail_core::merkle::Hash;
 use sealtrail_core::segment::{self, Record};
 use sealtrail_core::trust::Trust;
@@ -17,6 +17,7 @@ use sealtrail_store::{ObjectInfo, ObjectStore};
 use serde::Serialize;
 
 use crate::Error;
+use crate::trail::{CheckpointObject, Trail, oversized_segment};
 
 use super::check::{Problem, check_bundle};
 use super::select::{Picked, Verdicts};
@@ -31,8 +32,6 @@ const MAX_PARTITION_LISTS: i64 = 7 * 24;
 /// Segments tried, newest first, to find the head (the newest may share its checkpoint
 /// with a segment that is still being written).
 const HEAD_CANDIDATES: usize = 16;
-/// Bytes read to find a segment's header line (as the verifier's pass 1).
-const HEADER_READ_LEN: usize = 2 * MAX_NOTE_LEN + 1024;
 /// Failures named in a `NotProvable` error; the rest are counted.
 const MAX_LISTED_FAILURES: usize = 20;
 
@@ -130,7 +129,7 @@ pub(super) struct Seg {
 }
 
 struct Run<'a> {
-    store: &'a dyn ObjectStore,
+    trail: Trail<'a>,
     trust: &'a Trust,
     selection: &'a Selection,
     options: &'a ProveOptions,
@@ -157,7 +156,7 @@ pub async fn prove(
         .validate()
         .map_err(|e| Error::Selection(reason(e)))?;
     let mut run = Run {
-        store,
+        trail: Trail::new(store, &options.prefix),
         trust,
         selection,
         options,
@@ -185,26 +184,24 @@ impl Run<'_> {
     /// Walks the rotation checkpoints stored under `checkpoints/`, oldest first; the
     /// accepted ones teach the keyring their keys and go into the bundle.
     async fn learn_rotations(&mut self) -> Result<(), Error> {
-        let prefix = format!("{}{CHECKPOINTS_PREFIX}", self.options.prefix);
         let mut rotations = Vec::new();
-        for obj in self.store.list(&prefix).await? {
-            if obj.size > MAX_NOTE_LEN as u64 {
-                self.report
-                    .warnings
-                    .push(format!("{}: {} bytes, not a checkpoint", obj.key, obj.size));
-                continue;
-            }
-            let bytes = self.store.get(&obj.key).await?;
-            match SignedCheckpoint::parse(&bytes) {
-                Ok(sc) if sc.is_rotation() && sc.checkpoint.origin == self.trust.origin() => {
-                    rotations.push((obj.key, sc));
+        for obj in self.trail.checkpoint_objects().await? {
+            match self.trail.read_checkpoint(&obj).await? {
+                CheckpointObject::Checkpoint(sc)
+                    if sc.is_rotation() && sc.checkpoint.origin == self.trust.origin() =>
+                {
+                    rotations.push((obj.key, *sc));
                 }
-                Ok(sc) if sc.is_rotation() => self.report.warnings.push(format!(
-                    "{}: a rotation of log {:?}, passed over",
-                    obj.key, sc.checkpoint.origin
-                )),
-                Ok(_) => {}
-                Err(e) => self.report.warnings.push(format!("{}: {e}", obj.key)),
+                CheckpointObject::Checkpoint(sc) if sc.is_rotation() => {
+                    self.report.warnings.push(format!(
+                        "{}: a rotation of log {:?}, passed over",
+                        obj.key, sc.checkpoint.origin
+                    ))
+                }
+                CheckpointObject::Checkpoint(_) => {}
+                CheckpointObject::Unreadable(why) => {
+                    self.report.warnings.push(format!("{}: {why}", obj.key))
+                }
             }
         }
         rotations.sort_by_key(|(_, r)| (r.checkpoint.size, r.checkpoint.time_ms));
@@ -221,19 +218,18 @@ impl Run<'_> {
 
     /// The segments to read, in index order.
     async fn plan(&mut self) -> Result<Vec<Seg>, Error> {
-        let seg_prefix = format!("{}segments/", self.options.prefix);
         let bounds = self
             .selection
             .time_bounds()
             .filter(|_| !self.options.consistency);
         let objects = match bounds {
-            None => self.store.list(&seg_prefix).await?,
-            Some((from, to)) => self.list_partitions(&seg_prefix, from, to).await?,
+            None => self.trail.segments().await?,
+            Some((from, to)) => self.list_partitions(from, to).await?,
         };
         self.report.segments_listed = objects.len() as u64;
         let mut segments = Vec::with_capacity(objects.len());
         for o in objects {
-            match segment::parse_object_key(&self.options.prefix, &o.key) {
+            match self.trail.segment_range(&o.key) {
                 Some((first, last)) if first <= last => segments.push(Seg {
                     key: o.key,
                     size: o.size,
@@ -252,12 +248,7 @@ impl Run<'_> {
 
     /// The segment objects in the hour partitions from `from − margin` to `to + margin`
     /// (Unix microseconds, `to` excluded).
-    async fn list_partitions(
-        &mut self,
-        seg_prefix: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<ObjectInfo>, Error> {
+    async fn list_partitions(&mut self, from: i64, to: i64) -> Result<Vec<ObjectInfo>, Error> {
         let margin = i64::try_from(self.options.margin.as_secs()).unwrap_or(i64::MAX);
         let lo = (from.div_euclid(1_000_000).saturating_sub(margin)).div_euclid(3600);
         // `to` is excluded: its last included microsecond is `to - 1`.
@@ -267,14 +258,14 @@ impl Run<'_> {
         let mut objects = Vec::new();
         if hi - lo < MAX_PARTITION_LISTS {
             for hour in lo..=hi {
-                let p = format!("{seg_prefix}{}/", partition(hour)?);
-                objects.extend(self.store.list(&p).await?);
+                objects.extend(self.trail.segments_in(&partition(hour)?).await?);
             }
         } else {
-            objects = self.store.list(seg_prefix).await?;
+            objects = self.trail.segments().await?;
+            let seg_prefix = self.trail.segments_prefix();
             objects.retain(|o| {
                 o.key
-                    .strip_prefix(seg_prefix)
+                    .strip_prefix(seg_prefix.as_str())
                     .and_then(|r| r.get(..13))
                     .is_some_and(|p| lo_s.as_str() <= p && p <= hi_s.as_str())
             });
@@ -287,8 +278,7 @@ impl Run<'_> {
     async fn head(&mut self, segments: &[Seg]) -> Result<SignedCheckpoint, Error> {
         let stored = segments.iter().map(|s| s.last + 1).max().unwrap_or(0);
         for seg in segments.iter().rev().take(HEAD_CANDIDATES) {
-            let head = self.store.get_prefix(&seg.key, HEADER_READ_LEN).await?;
-            let Ok((h, _)) = segment::parse_header(&head) else {
+            let Ok(h) = self.trail.read_header(&seg.key).await? else {
                 continue;
             };
             if h.checkpoint.checkpoint.size > stored {
@@ -355,14 +345,11 @@ impl Run<'_> {
             run.report.warnings.push(format!("{}: {why}", seg.key));
             Ok(())
         };
-        if seg.size > segment::MAX_SEGMENT_LEN as u64 {
-            problem(
-                self,
-                format!("{} bytes, more than a segment may hold", seg.size),
-            )?;
+        if let Some(why) = oversized_segment(seg.size) {
+            problem(self, why)?;
             return Ok(None);
         }
-        let bytes = self.store.get(&seg.key).await?;
+        let bytes = self.trail.get(&seg.key).await?;
         self.report.segments_read += 1;
         let (header, body) = match segment::parse_header(&bytes) {
             Ok(x) => x,
