@@ -11,8 +11,7 @@ use sealtrail_ingester::{
     DEFAULT_MAX_IN_FLIGHT_REQUESTS, DEFAULT_MAX_UNSEALED_MEMORY, DEFAULT_SEAL_DRAIN_TIMEOUT,
     DEFAULT_SPOOL_MAX_BYTES, DEFAULT_STORE_ACK_TIMEOUT, ServerTls,
 };
-use sealtrail_store::s3::LockMode;
-use sealtrail_store::{Location, S3Settings};
+use sealtrail_store::args::{LockArgs, StoreArgs};
 
 #[derive(Parser)]
 #[command(
@@ -43,29 +42,11 @@ struct Cli {
     /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long)]
     log_json: bool,
-    /// Where segments go: `s3://BUCKET[/PREFIX]` (Object Lock required), or a local
-    /// write-once directory (the embedded default, for development).
-    #[arg(long)]
-    store: String,
-    /// Object key prefix, ending in '/', for a directory store (for S3, put it in the URL).
-    #[arg(long, default_value = "")]
-    prefix: String,
-    /// S3 endpoint override (S3-compatible stores).
-    #[arg(long)]
-    s3_endpoint: Option<String>,
-    /// Path-style S3 addressing (most S3-compatible stores).
-    #[arg(long)]
-    s3_path_style: bool,
-    /// S3 region (else from the environment or profile).
-    #[arg(long, env = "AWS_REGION")]
-    s3_region: Option<String>,
-    /// Object Lock mode of every segment: compliance (default) or governance (which a
-    /// privileged principal can bypass).
-    #[arg(long, default_value = "compliance")]
-    lock_mode: LockMode,
-    /// Object Lock retention of every segment, in days.
-    #[arg(long, default_value_t = 2557)]
-    retention_days: u64,
+    /// Where segments go (Object Lock required on S3) and how each is locked.
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    lock: LockArgs,
     /// Signer URL, https://host:port.
     #[arg(long)]
     signer_url: String,
@@ -130,31 +111,13 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     sealtrail_ops::init_logging(cli.log_json);
-    let location = Location::parse(&cli.store)?;
-    let is_dir = matches!(location, Location::Dir(_));
-    if !is_dir && !cli.prefix.is_empty() {
-        anyhow::bail!("give the S3 prefix in the URL (s3://bucket/prefix), not --prefix");
-    }
-    let opened = location
-        .open(S3Settings {
-            endpoint: cli.s3_endpoint.clone(),
-            force_path_style: cli.s3_path_style,
-            region: cli.s3_region.clone(),
-            lock_mode: cli.lock_mode,
-            retention: Duration::from_secs(cli.retention_days * 86_400),
-        })
+    // Refuses a bucket without Object Lock: it could not keep evidence.
+    let opened = cli
+        .store
+        .open_for_writing(&cli.lock)
         .await
-        .with_context(|| format!("store {}", cli.store))?;
-    if let Some(s3) = &opened.s3 {
-        // Refuse to run on a bucket that cannot keep evidence.
-        s3.check_object_lock().await?;
-    }
-    let prefix = if is_dir {
-        cli.prefix.clone()
-    } else {
-        opened.prefix
-    };
-    let store = opened.store;
+        .with_context(|| format!("store {}", cli.store.store))?;
+    let (store, prefix) = (opened.store, opened.prefix);
     let listener = tokio::net::TcpListener::bind(&cli.listen)
         .await
         .with_context(|| format!("listen on {}", cli.listen))?;

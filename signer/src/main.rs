@@ -15,8 +15,10 @@ use sealtrail_signer::pkcs11::{Pin, Pkcs11Config, Pkcs11Key};
 use sealtrail_signer::rotation;
 use sealtrail_signer::state::State;
 use sealtrail_signer::{CommitConfig, Config, DevKeyFile, Fence, KeyBackend, TlsFiles};
-use sealtrail_store::s3::LockMode;
-use sealtrail_store::{Location, ObjectStore, S3Settings};
+use sealtrail_store::args::{
+    FenceLockArgs, FenceS3Args, LockArgs, PublishLockArgs, PublishS3Args, S3Args, open_location,
+};
+use sealtrail_store::{Location, ObjectStore};
 
 #[derive(Parser)]
 #[command(
@@ -159,51 +161,30 @@ struct PublishArgs {
     /// without it the checkpoints after the rotation link to one no verifier can read.
     #[arg(long)]
     publish: String,
-    /// S3 endpoint override for --publish.
-    #[arg(long)]
-    publish_s3_endpoint: Option<String>,
-    /// Path-style S3 addressing for --publish.
-    #[arg(long)]
-    publish_s3_path_style: bool,
-    /// S3 region of the --publish bucket.
-    #[arg(long)]
-    publish_s3_region: Option<String>,
-    /// Object Lock mode of the published checkpoint: compliance (default) or governance.
-    #[arg(long, default_value = "compliance")]
-    publish_lock_mode: LockMode,
-    /// Object Lock retention of the published checkpoint, in days.
-    #[arg(long, default_value_t = 2557)]
-    publish_retention_days: u64,
+    #[command(flatten)]
+    s3: PublishS3Args,
+    #[command(flatten)]
+    lock: PublishLockArgs,
 }
 
 impl PublishArgs {
     async fn store(&self) -> anyhow::Result<(Arc<dyn ObjectStore>, String)> {
-        let location = &self.publish;
-        let s3 = S3Settings {
-            endpoint: self.publish_s3_endpoint.clone(),
-            force_path_style: self.publish_s3_path_style,
-            region: self.publish_s3_region.clone(),
-            lock_mode: self.publish_lock_mode,
-            retention: Duration::from_secs(self.publish_retention_days * 86_400),
-        };
-        open_store("--publish", location, s3).await
+        let (s3, lock) = (self.s3.clone().into(), self.lock.clone().into());
+        open_store("--publish", &self.publish, s3, lock).await
     }
 }
 
-/// Opens a directory or an `s3://bucket[/prefix]` (whose Object Lock is checked); returns
-/// the store and the key prefix.
+/// Opens a directory or an `s3://bucket[/prefix]` (whose Object Lock is checked) to write
+/// it; returns the store and the key prefix.
 async fn open_store(
     flag: &str,
     location: &str,
-    s3: S3Settings,
+    s3: S3Args,
+    lock: LockArgs,
 ) -> anyhow::Result<(Arc<dyn ObjectStore>, String)> {
-    let opened = Location::parse(location)?
-        .open(s3)
+    let opened = open_location(Location::parse(location)?, &s3, Some(&lock))
         .await
         .with_context(|| format!("{flag} {location}"))?;
-    if let Some(s3) = &opened.s3 {
-        s3.check_object_lock().await?;
-    }
     Ok((opened.store, opened.prefix))
 }
 
@@ -215,21 +196,10 @@ struct FenceArgs {
     /// <prefix>fence/. Strongly recommended in production.
     #[arg(long, env = "SEALTRAIL_FENCE")]
     fence: Option<String>,
-    /// S3 endpoint override for the fence (S3-compatible stores).
-    #[arg(long)]
-    fence_s3_endpoint: Option<String>,
-    /// Path-style S3 addressing for the fence.
-    #[arg(long)]
-    fence_s3_path_style: bool,
-    /// S3 region of the fence bucket (else from the environment or profile).
-    #[arg(long)]
-    fence_s3_region: Option<String>,
-    /// Object Lock mode of fence records: compliance (default) or governance.
-    #[arg(long, default_value = "compliance")]
-    fence_lock_mode: LockMode,
-    /// Object Lock retention of fence records, in days.
-    #[arg(long, default_value_t = 2557)]
-    fence_retention_days: u64,
+    #[command(flatten)]
+    s3: FenceS3Args,
+    #[command(flatten)]
+    lock: FenceLockArgs,
 }
 
 impl FenceArgs {
@@ -237,14 +207,8 @@ impl FenceArgs {
         let Some(location) = &self.fence else {
             return Ok(None);
         };
-        let s3 = S3Settings {
-            endpoint: self.fence_s3_endpoint.clone(),
-            force_path_style: self.fence_s3_path_style,
-            region: self.fence_s3_region.clone(),
-            lock_mode: self.fence_lock_mode,
-            retention: Duration::from_secs(self.fence_retention_days * 86_400),
-        };
-        let (store, prefix) = open_store("--fence", location, s3).await?;
+        let (s3, lock) = (self.s3.clone().into(), self.lock.clone().into());
+        let (store, prefix) = open_store("--fence", location, s3, lock).await?;
         Ok(Some(Fence::new(store, prefix)))
     }
 }

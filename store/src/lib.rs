@@ -9,13 +9,22 @@
 //! read-only files). It is write-once against the software, not against the machine's
 //! root user: production uses S3 Object Lock.
 //!
+//! Every backend also says how it protects a stored object ([`ObjectStore::retention`]):
+//! S3 Object Lock's mode and retain-until date, or, for the directory, only that the file
+//! is read-only. The verifier checks that answer against its policy.
+//!
+//! [`args`] declares the command-line flags that select and open a store, once for every
+//! binary.
+//!
 //! What it does not: no knowledge of the segment format, no retries (callers decide).
 
 #![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::SystemTime;
 
+pub mod args;
 pub mod local;
 pub mod s3;
 
@@ -45,6 +54,32 @@ pub struct ObjectInfo {
     /// file its inode and change time (ctime, which no user call can set back). A verifier
     /// that remembers it re-reads an object whose fingerprint moved, even at the same size.
     pub fingerprint: Option<String>,
+    /// Why this entry is listed but is not an object the store can read: a symbolic link,
+    /// a special file, a name that is not UTF-8 (escaped in `key` as `\xNN`), or a key
+    /// [`validate_key`] refuses. Listed, never skipped, so that a reader of the store (the
+    /// verifier) can report what other tools (a shell glob, DuckDB) might still read.
+    /// `None` for an object.
+    pub irregular: Option<String>,
+}
+
+impl ObjectInfo {
+    /// An object with a readable key.
+    pub fn object(key: String, size: u64, fingerprint: Option<String>) -> Self {
+        // An empty "folder" placeholder (what the S3 console's Create folder writes) is an
+        // object with a key no store writes but nothing to read: not irregular.
+        let placeholder = size == 0
+            && key
+                .strip_suffix('/')
+                .is_some_and(|k| validate_key(k).is_ok());
+        let irregular = (!placeholder && validate_key(&key).is_err())
+            .then(|| "a key the store never writes (parts of [A-Za-z0-9._-], no empty part, at most 1,024 bytes)".to_string());
+        Self {
+            key,
+            size,
+            fingerprint,
+            irregular,
+        }
+    }
 }
 
 /// Storage errors. `Unavailable` is transient (callers answer 503 and let the client
@@ -61,6 +96,54 @@ pub enum StoreError {
     Unavailable(String),
     #[error("storage I/O error: {0}")]
     Io(String),
+    /// The store as given cannot be used (flags that contradict each other, a missing
+    /// directory): found before any request.
+    #[error("store configuration: {0}")]
+    Config(String),
+}
+
+/// How a store protects one object against replacement and deletion, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RetentionMode {
+    /// Nothing keeps the object: it can be replaced or deleted.
+    None,
+    /// Write-once against this software only (a read-only file reached by create-new),
+    /// with no time-based retention: the storage's owner can still delete or replace it.
+    WriteOnce,
+    /// S3 Object Lock GOVERNANCE: a principal with `s3:BypassGovernanceRetention` can
+    /// delete the version or shorten its retention.
+    Governance,
+    /// S3 Object Lock COMPLIANCE: nobody, root included, can delete the version or shorten
+    /// its retention before it runs out.
+    Compliance,
+}
+
+impl RetentionMode {
+    /// `NONE`, `WRITE_ONCE`, `GOVERNANCE` or `COMPLIANCE` (S3's spelling for the last two).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "NONE",
+            Self::WriteOnce => "WRITE_ONCE",
+            Self::Governance => "GOVERNANCE",
+            Self::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+impl std::fmt::Display for RetentionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a store enforces for one object, as it reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRetention {
+    pub mode: RetentionMode,
+    /// Until when the object may not be deleted; `None` when nothing is time-bound.
+    pub retain_until: Option<SystemTime>,
+    /// The version the answer is about, for stores that keep versions (S3).
+    pub version_id: Option<String>,
 }
 
 /// Create-new object storage.
@@ -84,6 +167,21 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, StoreError>>;
+
+    /// How the store protects the object under `key` (its current version), from what
+    /// the store itself enforces, never from what it was configured to do.
+    ///
+    /// The default answers with an error: a store that cannot tell must not be taken for
+    /// one that enforces nothing or everything. (A default at all, so that wrappers in
+    /// tests need not implement it.)
+    fn retention<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<ObjectRetention, StoreError>> {
+        Box::pin(async move {
+            Err(StoreError::Io(format!(
+                "{}: this store does not report the retention of {key}",
+                self.describe()
+            )))
+        })
+    }
 
     /// Where this store is, for logs and reports.
     fn describe(&self) -> String;

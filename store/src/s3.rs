@@ -75,7 +75,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockEnabled, ObjectLockMode};
 
-use crate::{BoxFuture, ObjectInfo, ObjectStore, PutOutcome, StoreError, validate_key};
+use crate::{
+    BoxFuture, ObjectInfo, ObjectStore, PutOutcome, RetentionMode, StoreError, validate_key,
+};
 
 /// Content type of segment objects (JSON Lines).
 pub const CONTENT_TYPE: &str = "application/x-ndjson";
@@ -196,14 +198,8 @@ impl Default for S3ClientOptions {
     }
 }
 
-/// The lock state of one object version, as `HeadObject` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectRetention {
-    /// `COMPLIANCE`, `GOVERNANCE`, or `None` when the version is not locked.
-    pub mode: Option<String>,
-    pub retain_until: Option<SystemTime>,
-    pub version_id: Option<String>,
-}
+/// The backend-neutral answer, re-exported where S3 callers used to find it.
+pub use crate::ObjectRetention;
 
 /// An S3 bucket with Object Lock as an [`ObjectStore`].
 #[derive(Debug, Clone)]
@@ -324,7 +320,7 @@ impl S3Store {
 
     /// HeadObject: lock mode and retain-until of the current version of `key`. (moto's
     /// GetObjectRetention response does not parse in the Rust SDK; HeadObject carries the
-    /// same information on AWS and moto alike.)
+    /// same information on AWS and moto alike.) Also [`ObjectStore::retention`].
     pub async fn retention(&self, key: &str) -> Result<ObjectRetention, StoreError> {
         validate_key(key)?;
         let out = self
@@ -341,8 +337,21 @@ impl S3Store {
             })?),
             None => None,
         };
+        let mode = match out.object_lock_mode() {
+            None => RetentionMode::None,
+            Some(ObjectLockMode::Compliance) => RetentionMode::Compliance,
+            Some(ObjectLockMode::Governance) => RetentionMode::Governance,
+            // A mode this build does not know: guessing either way would misreport it.
+            Some(other) => {
+                return Err(StoreError::Io(format!(
+                    "HeadObject s3://{}/{key}: unknown Object Lock mode {:?}",
+                    self.config.bucket,
+                    other.as_str()
+                )));
+            }
+        };
         Ok(ObjectRetention {
-            mode: out.object_lock_mode().map(|m| m.as_str().to_string()),
+            mode,
             retain_until,
             version_id: out.version_id().map(str::to_string),
         })
@@ -460,11 +469,11 @@ impl S3Store {
                 .map_err(|e| map_err("ListObjectsV2", bucket, None, e))?;
             for obj in page.contents() {
                 let Some(key) = obj.key() else { continue };
-                out.push(ObjectInfo {
-                    key: key.to_string(),
-                    size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                    fingerprint: obj.e_tag().map(str::to_string),
-                });
+                out.push(ObjectInfo::object(
+                    key.to_string(),
+                    obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    obj.e_tag().map(str::to_string),
+                ));
             }
             match (page.is_truncated(), page.next_continuation_token()) {
                 (Some(true), Some(t)) if !t.is_empty() => token = Some(t.to_string()),
@@ -602,6 +611,10 @@ impl ObjectStore for S3Store {
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, StoreError>> {
         Box::pin(self.list_impl(prefix))
+    }
+
+    fn retention<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<ObjectRetention, StoreError>> {
+        Box::pin(S3Store::retention(self, key))
     }
 
     fn describe(&self) -> String {

@@ -15,7 +15,7 @@ use aws_sdk_s3::types::ChecksumAlgorithm;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sealtrail_store::s3::{LockMode, S3ClientOptions, S3Config, S3Store};
-use sealtrail_store::{ObjectStore, PutOutcome, StoreError};
+use sealtrail_store::{ObjectStore, PutOutcome, RetentionMode, StoreError};
 use sealtrail_tests::moto::{self, MotoServer};
 use sha2::Digest as _;
 
@@ -64,7 +64,7 @@ async fn create_new_lock_and_refused_changes() {
     let before = SystemTime::now();
     assert_eq!(store.put_new(key, &one).await.unwrap(), PutOutcome::Created);
     let r = store.retention(key).await.unwrap();
-    assert_eq!(r.mode.as_deref(), Some("COMPLIANCE"));
+    assert_eq!(r.mode, RetentionMode::Compliance);
     let until = r.retain_until.expect("retain-until set");
     assert!(
         secs_between(until, before + DAY) < 60,
@@ -357,8 +357,8 @@ async fn check_object_lock_refuses_a_bucket_without_it() {
     gov.check_object_lock().await.unwrap();
     gov.put_new("g/1", b"x").await.unwrap();
     assert_eq!(
-        gov.retention("g/1").await.unwrap().mode.as_deref(),
-        Some("GOVERNANCE")
+        gov.retention("g/1").await.unwrap().mode,
+        RetentionMode::Governance
     );
 
     let mut zero = config("st-locked", endpoint);
@@ -471,4 +471,38 @@ async fn unavailable_when_the_server_is_down() {
         Err(StoreError::Io(msg)) => assert!(msg.contains("does not exist"), "{msg}"),
         other => panic!("expected Io (no such bucket), got {other:?}"),
     }
+}
+
+/// The store contract's answer (`ObjectStore::retention`, as the verifier asks it through
+/// `dyn ObjectStore`) is what HeadObject reports: the lock the store put, and no lock for
+/// an object written around the store without one.
+#[tokio::test]
+async fn retention_through_the_store_contract() {
+    let bucket = "st-retention-contract";
+    let (store, client) = lock_store(bucket).await;
+    let store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(store);
+    let before = SystemTime::now();
+    store.put_new("c/locked", b"x").await.unwrap();
+    let r = store.retention("c/locked").await.unwrap();
+    assert_eq!(r.mode, RetentionMode::Compliance);
+    assert!(secs_between(r.retain_until.unwrap(), before + DAY) < 60);
+    assert!(r.version_id.is_some());
+
+    // A PUT without lock headers (the bucket has no default retention): not locked.
+    client
+        .put_object()
+        .bucket(bucket)
+        .key("c/unlocked")
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .body(ByteStream::from_static(b"y"))
+        .send()
+        .await
+        .unwrap();
+    let r = store.retention("c/unlocked").await.unwrap();
+    assert_eq!(r.mode, RetentionMode::None);
+    assert_eq!(r.retain_until, None);
+    assert!(matches!(
+        store.retention("c/missing").await,
+        Err(StoreError::NotFound(_))
+    ));
 }

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use sealtrail_store::ObjectStore;
+use sealtrail_store::{ObjectStore, RetentionMode};
 use sealtrail_tests::moto::{MotoServer, s3_client};
 
 const RETENTION: Duration = Duration::from_secs(3 * 86_400);
@@ -33,7 +33,7 @@ async fn real_events_into_object_lock_and_verified_from_the_bucket() {
     let now = SystemTime::now();
     for o in &objects {
         let r = store.retention(&o.key).await.unwrap();
-        assert_eq!(r.mode.as_deref(), Some("COMPLIANCE"), "{}", o.key);
+        assert_eq!(r.mode, RetentionMode::Compliance, "{}", o.key);
         let until = r.retain_until.unwrap();
         assert!(
             until > now + RETENTION - Duration::from_secs(600),
