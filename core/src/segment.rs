@@ -64,6 +64,11 @@ pub struct Record {
     pub audit_id: Option<String>,
     pub stage: Option<String>,
     pub stage_timestamp: Option<String>,
+    /// `requestReceivedTimestamp`, when the event has it as a string.
+    pub request_received_timestamp: Option<String>,
+    /// `timestamp`, the single time of audit events before `audit.k8s.io/v1beta1` added the
+    /// two above, when the event has it as a string.
+    pub legacy_timestamp: Option<String>,
 }
 
 /// Writes a segment. `proofs[i]` is the inclusion proof of `events[i]` (index
@@ -283,6 +288,8 @@ fn parse_record(line: &[u8]) -> Result<Record, Error> {
         .ok_or_else(|| bad("event is not an object"))?;
     let get = |k: &str| ev.get(k).and_then(Value::as_str).map(str::to_string);
     let (audit_id, stage, stage_timestamp) = (get("auditID"), get("stage"), get("stageTimestamp"));
+    let request_received_timestamp = get("requestReceivedTimestamp");
+    let legacy_timestamp = get("timestamp");
     let canonical = event.to_canonical();
     // One event, one stored form: a line rewritten into another spelling of the same JSON
     // (member order, escapes, spaces) is refused, not silently accepted.
@@ -297,6 +304,8 @@ fn parse_record(line: &[u8]) -> Result<Record, Error> {
         audit_id,
         stage,
         stage_timestamp,
+        request_received_timestamp,
+        legacy_timestamp,
     })
 }
 

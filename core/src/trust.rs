@@ -370,6 +370,12 @@ impl Keyring {
             .filter(move |(_, k)| k.id == key_id && k.entry.name == origin)
     }
 
+    /// Whether `key_id` is still current: the pinned history and the accepted rotations
+    /// let it sign checkpoints of any size from now on (a retired key's range has ended).
+    pub fn is_current(&self, key_id: u32) -> bool {
+        self.valid(key_id, u64::MAX)
+    }
+
     /// Whether `key_id` may sign a checkpoint of `size`.
     fn valid(&self, key_id: u32, size: u64) -> bool {
         self.entries(key_id)

@@ -6,16 +6,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::*;
 use sealtrail_core::segment;
-use sealtrail_store::BoxFuture;
-use sealtrail_store::s3::ObjectRetention;
-use sealtrail_verifier::{
-    FindingKind, ObjectLockPolicy, Options, RetentionSource, metrics, verify_store,
+use sealtrail_store::{
+    BoxFuture, LocalDirStore, ObjectInfo, ObjectRetention, ObjectStore, PutOutcome, RetentionMode,
+    StoreError,
 };
+use sealtrail_verifier::{FindingKind, ObjectLockPolicy, Options, metrics, verify_store};
 use time::format_description::well_known::Rfc3339;
 
 fn event(id: &str, stage: &str, at: time::OffsetDateTime) -> Vec<u8> {
@@ -110,19 +109,44 @@ async fn duplicates_and_backdated_events_are_reported() {
     h.shutdown().await;
 }
 
-/// Lock states as HeadObject reports them, by key (the S3 call itself is
-/// `S3Store::retention`, exercised against moto by the S3 tests).
-#[derive(Debug)]
-struct Locks(HashMap<String, ObjectRetention>);
+/// A directory store that reports lock states as HeadObject would, by key (the S3 call
+/// itself is `S3Store::retention`, exercised against moto by the S3 tests).
+struct Locks {
+    inner: LocalDirStore,
+    locks: HashMap<String, ObjectRetention>,
+}
 
-impl RetentionSource for Locks {
-    fn retention<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<ObjectRetention, String>> {
+impl ObjectStore for Locks {
+    fn put_new<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: &'a [u8],
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        self.inner.put_new(key, bytes)
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Vec<u8>, StoreError>> {
+        self.inner.get(key)
+    }
+    fn get_prefix<'a>(
+        &'a self,
+        key: &'a str,
+        max_len: usize,
+    ) -> BoxFuture<'a, Result<Vec<u8>, StoreError>> {
+        self.inner.get_prefix(key, max_len)
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, StoreError>> {
+        self.inner.list(prefix)
+    }
+    fn retention<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<ObjectRetention, StoreError>> {
         let r = self
-            .0
+            .locks
             .get(key)
             .cloned()
-            .ok_or_else(|| format!("{key}: no such object"));
+            .ok_or_else(|| StoreError::NotFound(key.to_string()));
         Box::pin(async move { r })
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
     }
 }
 
@@ -135,26 +159,34 @@ async fn object_lock_findings() {
     let segs = segments(&h.store_dir);
     assert!(segs.len() >= 4);
     let day = Duration::from_secs(86_400);
-    let lock = |mode: Option<&str>, days: u64| ObjectRetention {
-        mode: mode.map(str::to_string),
+    let lock = |mode: Option<RetentionMode>, days: u64| ObjectRetention {
+        mode: mode.unwrap_or(RetentionMode::None),
         retain_until: mode.map(|_| SystemTime::now() + day * days as u32),
         version_id: Some("v1".into()),
     };
     let mut locks: HashMap<String, ObjectRetention> = segs
         .iter()
-        .map(|p| (key_of(&h.store_dir, p), lock(Some("COMPLIANCE"), 400)))
+        .map(|p| {
+            (
+                key_of(&h.store_dir, p),
+                lock(Some(RetentionMode::Compliance), 400),
+            )
+        })
         .collect();
     let keys: Vec<String> = segs.iter().map(|p| key_of(&h.store_dir, p)).collect();
     locks.insert(keys[0].clone(), lock(None, 0));
-    locks.insert(keys[1].clone(), lock(Some("COMPLIANCE"), 30));
-    locks.insert(keys[2].clone(), lock(Some("GOVERNANCE"), 400));
+    locks.insert(keys[1].clone(), lock(Some(RetentionMode::Compliance), 30));
+    locks.insert(keys[2].clone(), lock(Some(RetentionMode::Governance), 400));
+    let store = Locks {
+        inner: h.store(),
+        locks,
+    };
     let policy = |require_compliance| ObjectLockPolicy {
-        source: Arc::new(Locks(locks.clone())),
         min_retention: day * 365,
         require_compliance,
     };
     let r = verify_store(
-        &h.store(),
+        &store,
         &h.trust,
         &Options {
             object_lock: Some(policy(true)),
@@ -179,7 +211,7 @@ async fn object_lock_findings() {
 
     // GOVERNANCE accepted when COMPLIANCE is not required.
     let r = verify_store(
-        &h.store(),
+        &store,
         &h.trust,
         &Options {
             object_lock: Some(policy(false)),

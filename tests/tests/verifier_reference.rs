@@ -235,8 +235,10 @@ async fn incremental_run_reads_only_new_objects() {
 
     // A state round-trips through its file.
     let path = h.dir.path().join("verifier-state.json");
-    state.save(&path).unwrap();
-    let state = sealtrail_verifier::State::load(&path).unwrap().unwrap();
+    state.save(&path, None).unwrap();
+    let state = sealtrail_verifier::State::load(&path, None)
+        .unwrap()
+        .unwrap();
 
     // Nothing new: nothing read.
     store.reset();

@@ -38,8 +38,8 @@ use sealtrail_core::keys::Algorithm;
 use sealtrail_core::merkle::{self, Hash, MemoryLog};
 use sealtrail_core::segment::{self, SegmentHeader};
 use sealtrail_signer::{DevKeyFile, KeyBackend as _};
-use sealtrail_store::ObjectStore;
 use sealtrail_store::s3::S3Store;
+use sealtrail_store::{ObjectStore, RetentionMode};
 use sealtrail_tests::moto::{MotoServer, s3_client};
 use sealtrail_verifier::{FindingKind, ObjectLockPolicy, Options, Report, State, verify_store};
 use time::format_description::well_known::Rfc3339;
@@ -120,7 +120,7 @@ impl Suite {
             &self.h.trust,
             &Options {
                 prefix: PREFIX.into(),
-                object_lock: Some(policy(store, true)),
+                object_lock: Some(policy(true)),
                 ..extra
             },
         )
@@ -188,9 +188,8 @@ enum Lock {
 
 const ATTACKER_LOCK: Lock = Lock::Compliance(RETENTION);
 
-fn policy(store: &Arc<S3Store>, require_compliance: bool) -> ObjectLockPolicy {
+fn policy(require_compliance: bool) -> ObjectLockPolicy {
     ObjectLockPolicy {
-        source: store.clone(),
         min_retention: MIN_RETENTION,
         require_compliance,
     }
@@ -726,9 +725,9 @@ async fn tampering_in_an_object_lock_bucket_is_caught_and_located() {
         s.overwrite(&store, &seg.key, &seg.bytes, lock).await;
         let head = store.retention(&seg.key).await.unwrap();
         match lock {
-            Lock::None => assert_eq!(head.mode, None),
-            Lock::Compliance(_) => assert_eq!(head.mode.as_deref(), Some("COMPLIANCE")),
-            Lock::Governance(_) => assert_eq!(head.mode.as_deref(), Some("GOVERNANCE")),
+            Lock::None => assert_eq!(head.mode, RetentionMode::None),
+            Lock::Compliance(_) => assert_eq!(head.mode, RetentionMode::Compliance),
+            Lock::Governance(_) => assert_eq!(head.mode, RetentionMode::Governance),
         }
         let r = s.verify(&store, Options::default()).await;
         assert_exactly(&r, &[(kind, &seg.key, seg.first(), seg.last())]);
@@ -740,7 +739,7 @@ async fn tampering_in_an_object_lock_bucket_is_caught_and_located() {
                 &s.h.trust,
                 &Options {
                     prefix: PREFIX.into(),
-                    object_lock: Some(policy(&store, false)),
+                    object_lock: Some(policy(false)),
                     ..Options::default()
                 },
             )
@@ -770,7 +769,7 @@ async fn tampering_in_an_object_lock_bucket_is_caught_and_located() {
         &h2.trust,
         &Options {
             prefix: "cluster-2/".into(),
-            object_lock: Some(policy(&late_store, true)),
+            object_lock: Some(policy(true)),
             signer: Some(signer_of(&h2)),
             late_after: Some(Duration::from_secs(3600)),
             ..Options::default()

@@ -72,9 +72,13 @@ macro_rules! finding_kinds {
 finding_kinds! {
     /// An entry under the log's prefix that the trail reader cannot interpret: a key outside
     /// the layout, a segment key with a bad name, a non-rotation checkpoint under
-    /// `checkpoints/`, a symbolic link, a directory where a file belongs, or a name that is
-    /// not UTF-8.
+    /// `checkpoints/`, a symbolic link, a special file, a name that is not UTF-8 or that no
+    /// store writes.
     UnexpectedObject = "unexpected_object", Integrity, Verify;
+    /// Nothing of a log under the prefix (no segment, rotation checkpoint or pending batch)
+    /// and no state to resume from: a wrong `--prefix` or `--store`, or a moved or deleted
+    /// log. Not raised with `--allow-empty`.
+    NoTrail = "no_trail", Integrity, Verify;
     /// A segment whose header cannot be read.
     MalformedSegment = "malformed_segment", Integrity, Verify;
     /// The object key names another index range than the segment holds.
@@ -125,6 +129,14 @@ finding_kinds! {
     /// An event stored later than its own time allows, by more than the threshold:
     /// backdating.
     LateEvent = "late_event", Advisory, Verify;
+    /// An event dated later than its receipt (or its checkpoint) by more than the
+    /// tolerance: its stageTimestamp or requestReceivedTimestamp is in the future of when
+    /// it was stored.
+    FutureEvent = "future_event", Advisory, Verify;
+    /// An event whose stageTimestamp or requestReceivedTimestamp is missing, not an RFC 3339
+    /// date-time, or in the wrong order: its time cannot be checked (it is stored all the
+    /// same: refusing the batch would make the apiserver drop it).
+    BadEventTime = "bad_event_time", Advisory, Verify;
     /// A segment object without Object Lock retention.
     NotLocked = "not_locked", Advisory, Verify;
     /// A segment object locked for less than the required retention.
@@ -153,6 +165,11 @@ finding_kinds! {
     Inconsistent = "inconsistent", Integrity, Bundle;
     /// A bundle event that the bundle's own selection does not select.
     SelectionMismatch = "selection_mismatch", Integrity, Bundle;
+    /// A bundle whose head (or, without consistency proofs, an event's checkpoint) is signed
+    /// only by keys the pinned history has retired: whoever still holds such a key could
+    /// have built it. Not settled (check-bundle exit 3) until a head signed by a current
+    /// key vouches for it.
+    RetiredKeyHead = "retired_key_head", Advisory, Bundle;
 }
 
 impl FindingKind {

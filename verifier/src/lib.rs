@@ -35,9 +35,9 @@ pub mod trail;
 
 pub use audit::{Options, verify_store};
 pub use findings::{Class, Finding, FindingKind};
-pub use lock::{ObjectLockPolicy, RetentionSource};
-pub use signer::{GrpcSigner, SignerConfig, SignerSource};
-pub use state::State;
+pub use lock::ObjectLockPolicy;
+pub use signer::{GrpcSigner, SignerConfig, SignerError, SignerSource};
+pub use state::{State, StateError, StateKey};
 
 /// Why a verification could not be completed (exit code 2). Problems found *in* the trail
 /// are [`Finding`]s, not errors.
@@ -48,11 +48,11 @@ pub enum Error {
     #[error("trust bundle: {0}")]
     Trust(sealtrail_core::Error),
     /// The signer could not be asked, or answered something unusable.
-    #[error("signer: {0}")]
-    Signer(String),
+    #[error(transparent)]
+    Signer(#[from] signer::SignerError),
     /// The state file cannot be used.
-    #[error("state: {0}")]
-    State(String),
+    #[error(transparent)]
+    State(#[from] state::StateError),
     /// The object lock of a segment could not be read.
     #[error("object lock: {0}")]
     Lock(String),

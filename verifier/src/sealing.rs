@@ -131,6 +131,7 @@ async fn read_batch(trail: Trail<'_>, obj: &ObjectInfo) -> Result<Result<Batch, 
 /// remember in the next state.
 pub(crate) async fn check(
     trail: Trail<'_>,
+    listed: &[ObjectInfo],
     seals: &[SealSeen],
     remembered: Option<&BTreeMap<String, SealedRecord>>,
     grace: Duration,
@@ -138,13 +139,12 @@ pub(crate) async fn check(
 ) -> Result<(Vec<Finding>, SealingStats, BTreeMap<String, SealedRecord>), Error> {
     let mut findings = Vec::new();
     let mut stats = SealingStats::default();
-    let listed = trail.pending_objects().await?;
     let empty = BTreeMap::new();
     let remembered = remembered.unwrap_or(&empty);
     let mut batches: HashMap<String, Batch> = HashMap::new();
     let mut infos: HashMap<&str, &ObjectInfo> = HashMap::new();
     let mut next_state = BTreeMap::new();
-    for obj in &listed {
+    for obj in listed {
         stats.batches += 1;
         infos.insert(obj.key.as_str(), obj);
         if let Some(rec) = remembered.get(&obj.key)

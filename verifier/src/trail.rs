@@ -26,6 +26,24 @@ pub enum CheckpointObject {
     Unreadable(String),
 }
 
+/// Everything listed under a log's prefix, by where the layout puts it.
+#[derive(Debug, Default)]
+pub struct Layout {
+    pub segments: Vec<ObjectInfo>,
+    pub checkpoints: Vec<ObjectInfo>,
+    pub pending: Vec<ObjectInfo>,
+    /// Entries the store lists but cannot read (a symbolic link, a special file, a name
+    /// that is not UTF-8 or that no store writes), wherever they are under the prefix.
+    pub irregular: Vec<ObjectInfo>,
+}
+
+impl Layout {
+    /// Whether nothing of a log is there: no segment, no rotation, no pending batch.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty() && self.checkpoints.is_empty() && self.pending.is_empty()
+    }
+}
+
 /// One log in one store.
 #[derive(Clone, Copy)]
 pub struct Trail<'a> {
@@ -44,31 +62,49 @@ impl<'a> Trail<'a> {
         format!("{}{SEGMENTS_PREFIX}", self.prefix)
     }
 
-    /// Every object under `segments/`.
+    /// One listing of the whole prefix, sorted into the layout's parts. Objects elsewhere
+    /// under the prefix (`fence/`, anything else) are not the log's and are left out;
+    /// irregular entries are kept wherever they are.
+    pub async fn layout(&self) -> Result<Layout, Error> {
+        let mut layout = Layout::default();
+        let segments = self.segments_prefix();
+        let checkpoints = format!("{}{CHECKPOINTS_PREFIX}", self.prefix);
+        let pending = format!("{}{PENDING_PREFIX}", self.prefix);
+        for obj in self.store.list(self.prefix).await? {
+            if obj.irregular.is_some() {
+                layout.irregular.push(obj);
+            } else if obj.key.starts_with(&segments) {
+                layout.segments.push(obj);
+            } else if obj.key.starts_with(&checkpoints) {
+                layout.checkpoints.push(obj);
+            } else if obj.key.starts_with(&pending) {
+                layout.pending.push(obj);
+            }
+        }
+        Ok(layout)
+    }
+
+    /// Every object under `segments/` (irregular entries left out: the audit reports them).
     pub async fn segments(&self) -> Result<Vec<ObjectInfo>, Error> {
-        Ok(self.store.list(&self.segments_prefix()).await?)
+        self.objects(&self.segments_prefix()).await
     }
 
     /// The segments under one hour partition (`YYYY/MM/DD/HH`).
     pub async fn segments_in(&self, partition: &str) -> Result<Vec<ObjectInfo>, Error> {
         let prefix = format!("{}{partition}/", self.segments_prefix());
-        Ok(self.store.list(&prefix).await?)
+        self.objects(&prefix).await
     }
 
     /// Every object under `checkpoints/`.
     pub async fn checkpoint_objects(&self) -> Result<Vec<ObjectInfo>, Error> {
-        Ok(self
-            .store
-            .list(&format!("{}{CHECKPOINTS_PREFIX}", self.prefix))
-            .await?)
+        self.objects(&format!("{}{CHECKPOINTS_PREFIX}", self.prefix))
+            .await
     }
 
-    /// Every object under `pending/`.
-    pub async fn pending_objects(&self) -> Result<Vec<ObjectInfo>, Error> {
-        Ok(self
-            .store
-            .list(&format!("{}{PENDING_PREFIX}", self.prefix))
-            .await?)
+    async fn objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
+        let mut listed = self.store.list(prefix).await?;
+        listed.retain(|o| o.irregular.is_none());
+        Ok(listed)
     }
 
     /// The index range a segment key names, if it is a segment key of this log.

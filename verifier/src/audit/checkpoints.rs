@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use sealtrail_core::checkpoint::{self, CHECKPOINTS_PREFIX, Checkpoint};
 use sealtrail_core::merkle::{Frontier, Hash};
 use sealtrail_core::trust::{Keyring, SignatureVerdict};
+use sealtrail_store::ObjectInfo;
 use sha2::{Digest as _, Sha256};
 
 use super::resume::Base;
@@ -63,11 +64,14 @@ impl Checkpoints {
 
 /// The rotation checkpoints stored under `checkpoints/` (every run reads them all: there is
 /// one per rotation). Anything else there is reported.
-pub(super) async fn rotations(audit: &mut Audit<'_>) -> Result<Found, Error> {
+pub(super) async fn rotations(
+    audit: &mut Audit<'_>,
+    listed: &[ObjectInfo],
+) -> Result<Found, Error> {
     let mut found = Found::new();
     let trail = audit.trail;
-    for obj in trail.checkpoint_objects().await? {
-        let sc = match trail.read_checkpoint(&obj).await? {
+    for obj in listed {
+        let sc = match trail.read_checkpoint(obj).await? {
             CheckpointObject::Checkpoint(sc) => *sc,
             CheckpointObject::Unreadable(why) => {
                 audit.find(

@@ -33,7 +33,7 @@ use sealtrail_store::ObjectStore;
 use crate::lock::ObjectLockPolicy;
 use crate::signer::SignerSource;
 use crate::state::State;
-use crate::trail::Trail;
+use crate::trail::{Layout, Trail};
 use crate::{Error, Finding, FindingKind, Report, TailReference};
 
 /// What to verify.
@@ -51,6 +51,12 @@ pub struct Options {
     /// Report events whose stageTimestamp is older than the checkpoint that first covers
     /// them by more than this.
     pub late_after: Option<Duration>,
+    /// Report events whose stageTimestamp or requestReceivedTimestamp is later than the
+    /// time they were received or sealed (§9.4) by more than this (`future_event`).
+    pub future_after: Option<Duration>,
+    /// Accept a prefix under which nothing of a log is stored (a brand-new log) instead of
+    /// reporting `no_trail`.
+    pub allow_empty: bool,
     /// Check every segment object's S3 Object Lock.
     pub object_lock: Option<ObjectLockPolicy>,
     /// Draw a progress bar on standard error.
@@ -136,8 +142,22 @@ pub async fn verify_store(
         unproven: Vec::new(),
     };
     let resumed = match &options.state {
-        Some(st) => Some(st.resume(trust).map_err(Error::State)?),
+        Some(st) => Some(st.resume(trust)?),
         None => None,
+    };
+    let seen = match &options.state {
+        Some(st) => match st.seen()? {
+            Some(seen) => seen,
+            // The pairs before the state's size are unknown: duplicates of them would pass.
+            None if options.check_duplicates => {
+                return Err(crate::StateError::Invalid(
+                    "the state was written without the duplicate check: pass --no-duplicate-check, or start a new state".into(),
+                )
+                .into());
+            }
+            None => Default::default(),
+        },
+        None => Default::default(),
     };
     let base = resume::Base::new(resumed.as_ref());
     audit.report.last_event_time = options.state.as_ref().and_then(|s| s.last_event_time);
@@ -149,10 +169,11 @@ pub async fn verify_store(
         .as_ref()
         .map_or_else(|| Keyring::new(trust.clone()), |r| r.keyring.clone());
 
-    let objects = audit.trail.segments().await?;
-    let selected = resume::select(&mut audit, &base, &objects).await?;
+    let layout = audit.trail.layout().await?;
+    report_layout(&mut audit, &layout, &base);
+    let selected = resume::select(&mut audit, &base, &layout.segments).await?;
 
-    let mut found = checkpoints::rotations(&mut audit).await?;
+    let mut found = checkpoints::rotations(&mut audit, &layout.checkpoints).await?;
     let metas = segments::read_headers(&mut audit, &selected.to_read, &mut found).await?;
     let cps = checkpoints::verify(&mut audit, found, &base, &mut keyring);
 
@@ -160,7 +181,7 @@ pub async fn verify_store(
         .as_ref()
         .map(|r| r.frontier.clone())
         .unwrap_or_default();
-    let pass = segments::read_records(&mut audit, metas, &cps, frontier, base.size()).await?;
+    let pass = segments::read_records(&mut audit, metas, &cps, frontier, base.size(), seen).await?;
 
     let signer_consistent =
         reference::check_signer(&mut audit, signer_cp.as_ref(), &keyring, &cps).await?;
@@ -173,6 +194,7 @@ pub async fn verify_store(
 
     let (found, stats, sealed) = crate::sealing::check(
         audit.trail,
+        &layout.pending,
         &pass.seals,
         options.state.as_ref().map(|s| &s.sealed),
         options
@@ -196,6 +218,38 @@ pub async fn verify_store(
         sealed,
     );
     Ok(audit.report)
+}
+
+/// What the listing alone shows: entries no reader can take for objects, and a prefix
+/// with no log under it (a wrong `--prefix`, a moved or deleted log), which must not pass
+/// as an intact trail of 0 events.
+fn report_layout(audit: &mut Audit<'_>, layout: &Layout, base: &resume::Base) {
+    for obj in &layout.irregular {
+        let why = obj.irregular.as_deref().unwrap_or_default();
+        audit.find(
+            FindingKind::UnexpectedObject,
+            None,
+            Some(&obj.key),
+            None,
+            format!("{why}: not read, but other readers of the store may read it"),
+        );
+    }
+    if layout.is_empty() && base.info.is_none() && !audit.options.allow_empty {
+        let prefix = match audit.trail.prefix {
+            "" => "the store's root".to_string(),
+            p => format!("prefix {p:?}"),
+        };
+        audit.find(
+            FindingKind::NoTrail,
+            None,
+            None,
+            None,
+            format!(
+                "no segment, rotation checkpoint or pending batch under {prefix} of {}: a wrong --prefix or --store, or a moved or deleted log (pass --allow-empty for a log that has stored nothing yet)",
+                audit.trail.store.describe()
+            ),
+        );
+    }
 }
 
 /// What vouches for the tail after the newest stored checkpoint: only an outside

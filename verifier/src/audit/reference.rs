@@ -9,6 +9,7 @@ use sealtrail_core::trust::{Keyring, SignatureVerdict};
 use super::checkpoints::Checkpoints;
 use super::resume::Base;
 use super::{Audit, CheckpointInfo, Options, STATE_FILE, chain_order};
+use crate::signer::SignerError;
 use crate::{Error, FindingKind};
 
 /// The signer's latest checkpoint, parsed (its signature is checked once the stored
@@ -20,9 +21,12 @@ pub(super) async fn signer_latest(options: &Options) -> Result<Option<SignedChec
     let Some(note) = s.latest_checkpoint().await.map_err(Error::Signer)? else {
         return Ok(None);
     };
-    SignedCheckpoint::parse(&note)
-        .map(Some)
-        .map_err(|e| Error::Signer(format!("latest checkpoint of {}: {e}", s.describe())))
+    SignedCheckpoint::parse(&note).map(Some).map_err(|e| {
+        Error::Signer(SignerError::Unusable(format!(
+            "latest checkpoint of {}: {e}",
+            s.describe()
+        )))
+    })
 }
 
 /// The signer's latest checkpoint must verify against the keys the stored rotations left
@@ -39,13 +43,13 @@ pub(super) async fn check_signer(
     };
     let verdict = keyring.verify(latest);
     if !matches!(verdict, SignatureVerdict::Trusted { .. }) {
-        return Err(Error::Signer(format!(
+        return Err(Error::Signer(SignerError::Unusable(format!(
             "the latest checkpoint of {} (size {}) does not verify against the trust bundle \
              and the stored rotations: {verdict:?} (after a key rotation, the rotation \
              checkpoint must be published or the trust bundle updated)",
             source.describe(),
             latest.checkpoint.size
-        )));
+        ))));
     }
     let l = &latest.checkpoint;
     let newest = cps

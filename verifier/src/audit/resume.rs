@@ -177,5 +177,8 @@ pub(super) fn next_state(
         rotations,
     );
     state.sealed = sealed;
+    if let Some(seen) = &pass.seen {
+        state.set_seen(seen);
+    }
     Some(state)
 }

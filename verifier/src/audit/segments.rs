@@ -209,6 +209,9 @@ pub(super) struct Pass {
     pub read_ok: Vec<ReadOk>,
     /// The v2 segments whose every line proved, for the sealing checks.
     pub seals: Vec<SealSeen>,
+    /// The (auditID, stage) digests stored up to here, for the next state (when
+    /// duplicates are checked).
+    pub seen: Option<std::collections::HashSet<u128>>,
 }
 
 fn missing_note(meta: &SegmentMeta) -> Error {
@@ -222,6 +225,7 @@ pub(super) async fn read_records(
     cps: &Checkpoints,
     frontier: Frontier,
     base_size: u64,
+    seen: std::collections::HashSet<u128>,
 ) -> Result<Pass, Error> {
     // At one first index, the object whose key matches its content comes first: it holds
     // the range, and a copy under another key is the one reported.
@@ -236,8 +240,9 @@ pub(super) async fn read_records(
         prev_key: None,
         read_ok: Vec::with_capacity(metas.len()),
         seals: Vec::new(),
+        seen: None,
     };
-    let mut events = EventChecks::new(audit.options);
+    let mut events = EventChecks::new(audit.options, seen);
     // The segments the loop below reads (it skips those whose indexes are all held by an
     // earlier one), fetched PREFETCH ahead and parsed, hashed and proof-checked on the
     // blocking pool: in parallel with each other and with the in-order checks here.
@@ -281,6 +286,7 @@ pub(super) async fn read_records(
         read_segment(audit, &mut pass, &mut events, cps, meta, checked)?;
     }
     progress.finish_and_clear();
+    pass.seen = events.into_seen();
     Ok(pass)
 }
 
@@ -309,11 +315,8 @@ async fn check_lock(
     let Some(policy) = &audit.options.object_lock else {
         return Ok(());
     };
-    let r = policy
-        .source
-        .retention(&meta.key)
-        .await
-        .map_err(Error::Lock)?;
+    let retention = audit.trail.store.retention(&meta.key).await;
+    let r = retention.map_err(|e| Error::Lock(e.to_string()))?;
     let range = (
         meta.header.first_index,
         meta.header.first_index + meta.header.count - 1,

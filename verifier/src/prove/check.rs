@@ -86,6 +86,9 @@ pub struct CheckReport {
     pub selection: Selection,
     /// Everything verified: no problem.
     pub verified: bool,
+    /// No `retired_key_head`: the events rest on a key still current (exit 3 otherwise,
+    /// when it is the only problem).
+    pub settled: bool,
     pub rotations: Vec<RotationReport>,
     pub checkpoints: Vec<CheckpointReport>,
     /// Text hash (hex) of the head, when the bundle has consistency proofs.
@@ -108,11 +111,17 @@ pub fn check_bundle(bundle: &Bundle, trust: &Trust) -> CheckReport {
     if let Some(consistency) = &bundle.consistency {
         c.check_consistency(consistency);
     }
+    c.check_anchors();
     c.report_checkpoints();
     for e in &bundle.events {
         c.check_event(e);
     }
     c.report.verified = c.report.problems.is_empty();
+    c.report.settled = c
+        .report
+        .problems
+        .iter()
+        .all(|p| p.kind != FindingKind::RetiredKeyHead);
     c.report
 }
 
@@ -146,6 +155,7 @@ impl<'a> Checker<'a> {
                 origin: bundle.origin.clone(),
                 selection: bundle.selection.clone(),
                 verified: false,
+                settled: false,
                 rotations: Vec::new(),
                 checkpoints: Vec::new(),
                 head: bundle.consistency.as_ref().map(|c| hex::encode(c.head)),
@@ -260,6 +270,49 @@ impl<'a> Checker<'a> {
                 SignatureVerdict::WrongOrigin { .. } => continue,
             };
             self.problem(kind, None, None, Some(&h), detail);
+        }
+    }
+
+    /// What the events rest on — the head, or without consistency proofs each event's own
+    /// checkpoint — must be signed by a key still current in the pinned history: a retired
+    /// key (one rotates because a key leaked) could have signed another tree for the sizes
+    /// it once covered.
+    fn check_anchors(&mut self) {
+        let anchors: Vec<Hash> = match &self.bundle.consistency {
+            Some(c) => vec![c.head],
+            None => {
+                let mut seen = HashSet::new();
+                self.bundle
+                    .events
+                    .iter()
+                    .map(|e| e.checkpoint)
+                    .filter(|h| seen.insert(*h))
+                    .collect()
+            }
+        };
+        for h in anchors {
+            let Some(cp) = self.by_hash.get(&h).copied() else {
+                continue;
+            };
+            let Some(ids) = self.trusted.get(&h) else {
+                continue;
+            };
+            let current = ids
+                .iter()
+                .any(|id| u32::from_str_radix(id, 16).is_ok_and(|id| self.ring.is_current(id)));
+            if !current {
+                let what = if self.bundle.consistency.is_some() {
+                    "the head"
+                } else {
+                    "the checkpoint of its events"
+                };
+                let detail = format!(
+                    "{what} (size {}) is signed only by retired keys ({}): whoever still holds one could have built it. What would settle it: a bundle exported now, whose head a current key signed and to which this checkpoint is proven consistent; or, once available, a timestamp token from before the retirement or a witness quorum",
+                    cp.checkpoint.size,
+                    ids.join(", ")
+                );
+                self.problem(FindingKind::RetiredKeyHead, None, None, Some(&h), detail);
+            }
         }
     }
 
@@ -399,6 +452,15 @@ impl Problem {
 }
 
 impl CheckReport {
+    /// Whether the only problem is that the bundle rests on retired keys.
+    pub fn only_unsettled(&self) -> bool {
+        !self.problems.is_empty()
+            && self
+                .problems
+                .iter()
+                .all(|p| p.kind == FindingKind::RetiredKeyHead)
+    }
+
     /// A human summary.
     pub fn summary(&self) -> String {
         let mut s = format!(
@@ -413,6 +475,13 @@ impl CheckReport {
             s.push_str(
                 "VERIFIED: every event, inclusion proof, checkpoint signature, rotation and consistency proof holds\n",
             );
+        } else if self.only_unsettled() {
+            s.push_str(
+                "NOT SETTLED: every proof holds, but the bundle rests on a checkpoint signed only by retired keys (exit status 3)\n",
+            );
+            for p in &self.problems {
+                s.push_str(&format!("  {}\n", p.describe()));
+            }
         } else {
             s.push_str(&format!("NOT VERIFIED: {} problems\n", self.problems.len()));
             for p in &self.problems {

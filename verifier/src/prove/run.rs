@@ -438,8 +438,10 @@ impl Run<'_> {
                 .into_values()
                 .collect(),
         };
+        let (bytes, unsettled) = export(&bundle, self.trust)?;
+        self.report.warnings.extend(unsettled);
         Ok(Proved {
-            bytes: export(&bundle, self.trust)?,
+            bytes,
             report: self.report,
         })
     }
@@ -491,8 +493,10 @@ fn consistency_proofs(
 }
 
 /// The file of a bundle, within the size limit, and one that the checker accepts: never
-/// export what `check-bundle` would refuse.
-fn export(bundle: &Bundle, trust: &Trust) -> Result<Vec<u8>, Error> {
+/// export what `check-bundle` would refuse. A bundle that rests on a retired key (old
+/// events exported without consistency proofs after a rotation, or a head the rotated-out
+/// key signed last) is honest but not settled: exported, with why (`retired_key_head`).
+fn export(bundle: &Bundle, trust: &Trust) -> Result<(Vec<u8>, Vec<String>), Error> {
     bundle.check_structure().map_err(|e| internal(reason(e)))?;
     let bytes = bundle.encode();
     if bytes.len() > MAX_BUNDLE_LEN {
@@ -503,6 +507,10 @@ fn export(bundle: &Bundle, trust: &Trust) -> Result<Vec<u8>, Error> {
     }
     let parsed = Bundle::parse(&bytes).map_err(|e| internal(e.to_string()))?;
     let check = check_bundle(&parsed, trust);
+    if check.only_unsettled() {
+        let why = check.problems.iter().map(Problem::describe).collect();
+        return Ok((bytes, why));
+    }
     if !check.verified {
         let why: Vec<String> = check.problems.iter().map(Problem::describe).collect();
         return Err(Error::NotProvable(format!(
@@ -510,7 +518,7 @@ fn export(bundle: &Bundle, trust: &Trust) -> Result<Vec<u8>, Error> {
             why.join("; ")
         )));
     }
-    Ok(bytes)
+    Ok((bytes, Vec::new()))
 }
 
 /// `YYYY/MM/DD/HH` of an hour since the epoch, as in segment keys.
