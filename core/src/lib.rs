@@ -28,6 +28,7 @@ pub mod keys;
 pub mod merkle;
 pub mod pending;
 pub mod segment;
+pub mod source;
 pub mod trust;
 
 pub use error::{Error, JsonErrorKind};

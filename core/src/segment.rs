@@ -69,6 +69,8 @@ pub struct Record {
     /// `timestamp`, the single time of audit events before `audit.k8s.io/v1beta1` added the
     /// two above, when the event has it as a string.
     pub legacy_timestamp: Option<String>,
+    /// Where the message came from, if the event is a damaged source event (§1.4).
+    pub damaged_source: Option<crate::source::DamagedSource>,
 }
 
 /// Writes a segment. `proofs[i]` is the inclusion proof of `events[i]` (index
@@ -290,6 +292,10 @@ fn parse_record(line: &[u8]) -> Result<Record, Error> {
     let (audit_id, stage, stage_timestamp) = (get("auditID"), get("stage"), get("stageTimestamp"));
     let request_received_timestamp = get("requestReceivedTimestamp");
     let legacy_timestamp = get("timestamp");
+    let damaged_source = ev
+        .get("annotations")
+        .and_then(Value::as_object)
+        .and_then(crate::source::damaged_source_of);
     let canonical = event.to_canonical();
     // One event, one stored form: a line rewritten into another spelling of the same JSON
     // (member order, escapes, spaces) is refused, not silently accepted.
@@ -306,6 +312,7 @@ fn parse_record(line: &[u8]) -> Result<Record, Error> {
         stage_timestamp,
         request_received_timestamp,
         legacy_timestamp,
+        damaged_source,
     })
 }
 

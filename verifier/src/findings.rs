@@ -137,6 +137,10 @@ finding_kinds! {
     /// date-time, or in the wrong order: its time cannot be checked (it is stored all the
     /// same: refusing the batch would make the apiserver drop it).
     BadEventTime = "bad_event_time", Advisory, Verify;
+    /// A damaged source event (docs/FORMAT.md §1.4): a message the source (CloudWatch Logs)
+    /// cut short or otherwise damaged, kept in its wrapper instead of the audit event it
+    /// was; the event's content is lost, its place in the log is not.
+    TruncatedSourceEvent = "truncated_source_event", Advisory, Verify;
     /// A segment object without Object Lock retention.
     NotLocked = "not_locked", Advisory, Verify;
     /// A segment object locked for less than the required retention.

@@ -108,6 +108,18 @@ impl EventChecks {
         line: usize,
         received_ms: Option<u64>,
     ) {
+        if let Some(from) = &record.damaged_source {
+            audit.find(
+                FindingKind::TruncatedSourceEvent,
+                Some((record.index, record.index)),
+                Some(key),
+                Some(line),
+                format!(
+                    "a message of {} that is not a whole audit event (cut short by its size limit?), kept as received: log group {}, stream {}, event id {}",
+                    from.source, from.log_group, from.log_stream, from.event_id
+                ),
+            );
+        }
         self.times(audit, cps, record, key, line, received_ms);
         if self.check_duplicates {
             self.duplicate(audit, record, key, line);
