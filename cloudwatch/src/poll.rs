@@ -1,0 +1,369 @@
+//! One pass of the source: read a window of the log group, keep what was not sent yet,
+//! send it in batches, each named in the cursor before it goes out.
+//!
+//! The window is `[through − overlap, now − settle]` by event timestamp. CloudWatch
+//! delivers "within a few minutes, best effort", and an event may be logged with a
+//! timestamp earlier than events already delivered: the settle delay waits for most of
+//! them, the overlap re-reads the end of the last window for the rest, and events already
+//! sent are recognised by CloudWatch's event id, never by timestamp (so many events of one
+//! millisecond are all kept, each once).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sealtrail_core::source::{DamagedSource, damaged_event};
+
+use crate::Error;
+use crate::cursor::{Cursor, CursorStore, Seen};
+use crate::metrics::Metrics;
+use crate::sink::{Sent, Sink};
+use crate::source::{LogSource, SourceEvent};
+
+/// The name a damaged event gives its source.
+pub const SOURCE_NAME: &str = "cloudwatch";
+
+/// How the window moves and batches are cut.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    pub settle: Duration,
+    pub overlap: Duration,
+    pub max_batch_events: usize,
+    pub max_batch_bytes: usize,
+    /// First wait between retries of a batch (doubled up to 30 s).
+    pub retry_backoff: Duration,
+}
+
+/// Prefix and suffix of a batch body.
+const LIST_HEAD: &str = r#"{"kind":"EventList","apiVersion":""#;
+
+/// Events of one window that are to be sent, in the order they are sent.
+struct Item {
+    seen: Seen,
+    api_version: String,
+    /// The event as it goes into the `EventList`: the message, or its damaged-event wrapper.
+    json: Vec<u8>,
+    damaged: bool,
+}
+
+/// The `apiVersion` of a message that is a whole audit event, or `None` if it is not one
+/// (cut short, or not JSON at all).
+fn api_version_of(message: &str) -> Option<String> {
+    if sealtrail_core::event::parse_event_line(message.as_bytes()).is_err() {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "apiVersion")]
+        api_version: Option<String>,
+    }
+    let head: Head = serde_json::from_str(message).ok()?;
+    Some(
+        head.api_version
+            .unwrap_or_else(|| sealtrail_core::event::DEFAULT_API_VERSION.to_string()),
+    )
+}
+
+fn item(group: &str, e: SourceEvent) -> Item {
+    let seen = Seen {
+        timestamp_ms: e.timestamp_ms,
+        event_id: e.event_id.clone(),
+    };
+    match api_version_of(&e.message) {
+        Some(api_version) => Item {
+            seen,
+            api_version,
+            json: e.message.into_bytes(),
+            damaged: false,
+        },
+        None => {
+            let from = DamagedSource {
+                source: SOURCE_NAME.into(),
+                log_group: group.into(),
+                log_stream: e.stream,
+                event_id: e.event_id,
+            };
+            Item {
+                seen,
+                api_version: sealtrail_core::event::DEFAULT_API_VERSION.into(),
+                json: damaged_event(&from, e.timestamp_ms, &e.message),
+                damaged: true,
+            }
+        }
+    }
+}
+
+/// The `EventList` of `items` (all of one `apiVersion`).
+fn body(items: &[Item]) -> Bytes {
+    let mut out = Vec::with_capacity(items.iter().map(|i| i.json.len() + 1).sum::<usize>() + 96);
+    out.extend_from_slice(LIST_HEAD.as_bytes());
+    out.extend_from_slice(
+        items
+            .first()
+            .map_or("", |i| i.api_version.as_str())
+            .as_bytes(),
+    );
+    out.extend_from_slice(br#"","metadata":{},"items":["#);
+    for (n, i) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&i.json);
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
+/// Cuts `items` into batches: one `apiVersion` each, at most so many events and bytes.
+fn batches(items: Vec<Item>, config: &PollConfig) -> Vec<Vec<Item>> {
+    let mut out: Vec<Vec<Item>> = Vec::new();
+    let mut bytes = 0;
+    for i in items {
+        let fits = out.last().is_some_and(|b| {
+            b.len() < config.max_batch_events
+                && bytes + i.json.len() < config.max_batch_bytes
+                && b[0].api_version == i.api_version
+        });
+        if !fits {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += i.json.len() + 1;
+        if let Some(b) = out.last_mut() {
+            b.push(i);
+        }
+    }
+    out
+}
+
+/// The poller's state between passes.
+pub struct Poller<'a> {
+    pub source: &'a dyn LogSource,
+    pub sink: &'a dyn Sink,
+    pub cursors: &'a CursorStore,
+    pub config: &'a PollConfig,
+    pub metrics: &'a Metrics,
+    pub cursor: Cursor,
+}
+
+impl Poller<'_> {
+    /// Sends again the batch the cursor names as in flight (a crash or a kill between
+    /// naming it and its 2xx), exactly as it was: same events, same order.
+    pub async fn resume(&mut self) -> Result<(), Error> {
+        if self.cursor.sending.is_empty() {
+            return Ok(());
+        }
+        let sending = std::mem::take(&mut self.cursor.sending);
+        let lo = sending.iter().map(|s| s.timestamp_ms).min().unwrap_or(0);
+        let hi = sending.iter().map(|s| s.timestamp_ms).max().unwrap_or(0);
+        let mut by_id: std::collections::HashMap<String, SourceEvent> = self
+            .source
+            .fetch(lo, hi)
+            .await?
+            .into_iter()
+            .map(|e| (e.event_id.clone(), e))
+            .collect();
+        let group = self.source.log_group().to_string();
+        let mut items = Vec::with_capacity(sending.len());
+        for s in &sending {
+            let e = by_id.remove(&s.event_id).ok_or_else(|| {
+                Error::Source(format!(
+                    "event {} (timestamp {}) of the batch in flight is no longer in {group}: it may have expired from CloudWatch; its batch cannot be resent as it was",
+                    s.event_id, s.timestamp_ms
+                ))
+            })?;
+            items.push(item(&group, e));
+        }
+        tracing::info!(
+            events = items.len(),
+            "resending the batch in flight at the last stop"
+        );
+        self.cursor.sending = sending;
+        self.deliver(&items).await?;
+        Ok(())
+    }
+
+    /// One pass at `now_ms`: the window, its new events, sent batch by batch; then the
+    /// cursor moves to the window's end. Returns how many events were sent.
+    pub async fn pass(&mut self, now_ms: i64) -> Result<usize, Error> {
+        let hi = now_ms - self.config.settle.as_millis() as i64;
+        let lo = self.cursor.through_ms - self.config.overlap.as_millis() as i64;
+        if hi <= self.cursor.through_ms {
+            return Ok(0);
+        }
+        let mut events = self.source.fetch(lo.max(0), hi).await?;
+        self.metrics.read.inc_by(events.len() as u64);
+        events.sort_by(|a, b| {
+            (a.timestamp_ms, &a.stream, &a.event_id).cmp(&(b.timestamp_ms, &b.stream, &b.event_id))
+        });
+        events.dedup_by(|a, b| a.event_id == b.event_id);
+        let group = self.source.log_group().to_string();
+        let new: Vec<Item> = events
+            .into_iter()
+            .filter(|e| !self.cursor.was_sent(e.timestamp_ms, &e.event_id))
+            .map(|e| item(&group, e))
+            .collect();
+        let count = new.len();
+        for batch in batches(new, self.config) {
+            self.cursor.sending = batch.iter().map(|i| i.seen.clone()).collect();
+            self.cursors.advance(&mut self.cursor).await?;
+            self.deliver(&batch).await?;
+        }
+        let moved = hi - self.cursor.through_ms;
+        self.cursor.through_ms = hi;
+        self.cursor
+            .prune(hi - self.config.overlap.as_millis() as i64);
+        self.metrics.set_through(hi, now_ms);
+        // The window's end is worth a cursor of its own only after sending, or now and then:
+        // without one, a restart re-reads a longer window (and sends nothing twice).
+        if count > 0 || moved >= 60_000 {
+            self.cursors.advance(&mut self.cursor).await?;
+        }
+        Ok(count)
+    }
+
+    /// Sends one batch (named in the cursor already) until it is stored; then it counts
+    /// as sent.
+    async fn deliver(&mut self, items: &[Item]) -> Result<(), Error> {
+        let body = body(items);
+        let mut backoff = self.config.retry_backoff;
+        loop {
+            match self.sink.send(body.clone()).await {
+                Sent::Stored => break,
+                Sent::Retry(why) => {
+                    self.metrics.retries.inc();
+                    tracing::warn!(%why, events = items.len(), "batch not stored; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Sent::Refused(why) => {
+                    // Never skipped: the cursor keeps naming it, and the operator is told.
+                    return Err(Error::Refused(format!(
+                        "{} events from {}: {why}",
+                        items.len(),
+                        self.source.log_group()
+                    )));
+                }
+            }
+        }
+        for i in items {
+            self.cursor.recent.insert(i.seen.clone());
+        }
+        self.cursor.sending.clear();
+        let damaged = items.iter().filter(|i| i.damaged).count();
+        self.metrics.sent.inc_by(items.len() as u64);
+        self.metrics.damaged.inc_by(damaged as u64);
+        if damaged > 0 {
+            tracing::warn!(
+                damaged,
+                "messages that are not whole events kept as damaged source events"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::sink::MemorySink;
+    use crate::source::BoxFuture;
+    use sealtrail_store::{LocalDirStore, ObjectStore};
+
+    /// Events by timestamp, some of them made visible late (in-memory: unit tests only).
+    struct Fake {
+        events: Mutex<Vec<SourceEvent>>,
+    }
+
+    impl LogSource for Fake {
+        fn fetch(&self, lo: i64, hi: i64) -> BoxFuture<'_, Result<Vec<SourceEvent>, Error>> {
+            let got = self
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| (lo..=hi).contains(&e.timestamp_ms))
+                .cloned()
+                .collect();
+            Box::pin(async move { Ok(got) })
+        }
+        fn log_group(&self) -> &str {
+            "/aws/eks/t/cluster"
+        }
+    }
+
+    fn ev(id: u32, ts: i64) -> SourceEvent {
+        SourceEvent {
+            event_id: format!("{id:056}"),
+            stream: "kube-apiserver-audit-a".into(),
+            timestamp_ms: ts,
+            message: format!(
+                r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"id-{id}","stage":"ResponseComplete"}}"#
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn late_and_same_millisecond_events_are_sent_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::open(dir.path()).unwrap());
+        let cursors = CursorStore::new(store, "", "/aws/eks/t/cluster");
+        let fake = Fake {
+            events: Mutex::new((0..50).map(|i| ev(i, 10_000)).collect()),
+        };
+        let sink = Arc::new(MemorySink::default());
+        let config = PollConfig {
+            settle: Duration::from_secs(2),
+            overlap: Duration::from_secs(5),
+            max_batch_events: 20,
+            max_batch_bytes: 1 << 20,
+            retry_backoff: Duration::from_millis(1),
+        };
+        let metrics = Metrics::default();
+        let mut p = Poller {
+            source: &fake,
+            sink: &sink,
+            cursors: &cursors,
+            config: &config,
+            metrics: &metrics,
+            cursor: Cursor::new("/aws/eks/t/cluster", 0),
+        };
+        assert_eq!(p.pass(13_000).await.unwrap(), 50);
+        // Arrives late, with a timestamp inside the overlap; and a damaged one.
+        fake.events.lock().unwrap().push(ev(99, 10_500));
+        let mut cut = ev(100, 11_000);
+        cut.message.truncate(30);
+        fake.events.lock().unwrap().push(cut);
+        assert_eq!(p.pass(14_000).await.unwrap(), 2);
+        assert_eq!(p.pass(15_000).await.unwrap(), 0);
+        {
+            let got = sink.got.lock().unwrap();
+            assert_eq!(got.len(), 4, "20 + 20 + 10, then the late two");
+            let all: String = got
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect();
+            for i in (0..50).chain([99]) {
+                assert_eq!(all.matches(&format!(r#""id-{i}""#)).count(), 1, "{i}");
+            }
+            assert_eq!(
+                all.matches(sealtrail_core::source::DAMAGED_ANNOTATION)
+                    .count(),
+                1
+            );
+            assert_eq!(metrics.damaged.get(), 1);
+        }
+
+        // A restart from the stored cursor sends nothing again.
+        let mut again = Poller {
+            cursor: cursors.latest().await.unwrap().unwrap(),
+            ..p
+        };
+        again.resume().await.unwrap();
+        assert_eq!(again.pass(16_000).await.unwrap(), 0);
+        assert_eq!(sink.got.lock().unwrap().len(), 4);
+    }
+}
