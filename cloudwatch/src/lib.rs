@@ -37,6 +37,9 @@ pub const DEFAULT_MAX_BATCH_EVENTS: usize = 1_000;
 /// Most bytes in one batch: below the ingester's default body limit of 3 MiB, with room
 /// for one event of CloudWatch's largest (256 KiB).
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Most event time read in one pass: bounds the memory of a backfill or a catch-up (at
+/// 5,000 events/s of 5 KB, about 250 MB).
+pub const DEFAULT_MAX_SLICE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -109,6 +112,8 @@ pub async fn run(
         config: &config.poll,
         metrics: &config.metrics,
         cursor,
+        scan_ms: None,
+        rescanned_at_ms: 0,
     };
     tokio::pin!(shutdown);
     let mut resumed = false;
@@ -124,9 +129,12 @@ pub async fn run(
             () = &mut shutdown => return Ok(()),
         };
         match result {
-            Ok(n) => {
+            Ok(pass) => {
                 resumed = true;
-                tracing::debug!(events = n, "pass done");
+                tracing::debug!(events = pass.sent, behind = pass.behind, "pass done");
+                if pass.behind {
+                    continue;
+                }
             }
             Err(
                 e @ (Error::Fenced(_) | Error::Refused(_) | Error::Cursor(_) | Error::Config(_)),

@@ -140,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
             overlap: Duration::from_secs(cli.overlap_seconds),
             max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_slice: sealtrail_cloudwatch::DEFAULT_MAX_SLICE,
             retry_backoff: Duration::from_millis(500),
         },
         interval: Duration::from_secs(cli.poll_seconds),

@@ -1,12 +1,14 @@
 //! One pass of the source: read a window of the log group, keep what was not sent yet,
 //! send it in batches, each named in the cursor before it goes out.
 //!
-//! The window is `[through − overlap, now − settle]` by event timestamp. CloudWatch
-//! delivers "within a few minutes, best effort", and an event may be logged with a
-//! timestamp earlier than events already delivered: the settle delay waits for most of
-//! them, the overlap re-reads the end of the last window for the rest, and events already
-//! sent are recognised by CloudWatch's event id, never by timestamp (so many events of one
-//! millisecond are all kept, each once).
+//! The log group is read by event timestamp up to `now − settle`, in slices of at most
+//! `max_slice` (so that a backfill or a catch-up after a long stop holds one slice in
+//! memory, not the whole gap), and once per `overlap` period the reading goes back to
+//! `through − overlap` to pick up events that became visible late. CloudWatch delivers
+//! "within a few minutes, best effort", and an event may be logged with a timestamp earlier
+//! than events already delivered: the settle delay waits for most of them, the re-read of
+//! the overlap for the rest, and events already sent are recognised by CloudWatch's event
+//! id, never by timestamp (so many events of one millisecond are all kept, each once).
 
 use std::time::Duration;
 
@@ -29,6 +31,8 @@ pub struct PollConfig {
     pub overlap: Duration,
     pub max_batch_events: usize,
     pub max_batch_bytes: usize,
+    /// Most event time read in one FilterLogEvents pass.
+    pub max_slice: Duration,
     /// First wait between retries of a batch (doubled up to 30 s).
     pub retry_backoff: Duration,
 }
@@ -143,6 +147,18 @@ pub struct Poller<'a> {
     pub config: &'a PollConfig,
     pub metrics: &'a Metrics,
     pub cursor: Cursor,
+    /// Where the next slice starts (`None`: go back to `through − overlap` first).
+    pub scan_ms: Option<i64>,
+    /// Wall clock of the last going back.
+    pub rescanned_at_ms: i64,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub sent: usize,
+    /// The slice ended before `now − settle`: the next pass should not wait.
+    pub behind: bool,
 }
 
 impl Poller<'_> {
@@ -182,15 +198,24 @@ impl Poller<'_> {
         Ok(())
     }
 
-    /// One pass at `now_ms`: the window, its new events, sent batch by batch; then the
-    /// cursor moves to the window's end. Returns how many events were sent.
-    pub async fn pass(&mut self, now_ms: i64) -> Result<usize, Error> {
-        let hi = now_ms - self.config.settle.as_millis() as i64;
-        let lo = self.cursor.through_ms - self.config.overlap.as_millis() as i64;
-        if hi <= self.cursor.through_ms {
-            return Ok(0);
+    /// One pass at `now_ms`: one slice, its new events sent batch by batch; then the cursor
+    /// moves to the slice's end if that is past it.
+    pub async fn pass(&mut self, now_ms: i64) -> Result<Pass, Error> {
+        let overlap = self.config.overlap.as_millis() as i64;
+        let target = now_ms - self.config.settle.as_millis() as i64;
+        if self.scan_ms.is_none() || now_ms - self.rescanned_at_ms >= overlap {
+            self.scan_ms = Some(self.cursor.through_ms - overlap);
+            self.rescanned_at_ms = now_ms;
         }
-        let mut events = self.source.fetch(lo.max(0), hi).await?;
+        let lo = self.scan_ms.unwrap_or(self.cursor.through_ms).max(0);
+        let hi = target.min(lo + self.config.max_slice.as_millis() as i64);
+        if hi < lo {
+            return Ok(Pass {
+                sent: 0,
+                behind: false,
+            });
+        }
+        let mut events = self.source.fetch(lo, hi).await?;
         self.metrics.read.inc_by(events.len() as u64);
         events.sort_by(|a, b| {
             (a.timestamp_ms, &a.stream, &a.event_id).cmp(&(b.timestamp_ms, &b.stream, &b.event_id))
@@ -208,17 +233,23 @@ impl Poller<'_> {
             self.cursors.advance(&mut self.cursor).await?;
             self.deliver(&batch).await?;
         }
-        let moved = hi - self.cursor.through_ms;
-        self.cursor.through_ms = hi;
-        self.cursor
-            .prune(hi - self.config.overlap.as_millis() as i64);
-        self.metrics.set_through(hi, now_ms);
+        // FilterLogEvents' end is inclusive: the next slice starts after it.
+        self.scan_ms = Some(hi + 1);
+        let moved = (hi - self.cursor.through_ms).max(0);
+        if moved > 0 {
+            self.cursor.through_ms = hi;
+            self.cursor.prune(hi - overlap);
+        }
+        self.metrics.set_through(self.cursor.through_ms, now_ms);
         // The window's end is worth a cursor of its own only after sending, or now and then:
         // without one, a restart re-reads a longer window (and sends nothing twice).
         if count > 0 || moved >= 60_000 {
             self.cursors.advance(&mut self.cursor).await?;
         }
-        Ok(count)
+        Ok(Pass {
+            sent: count,
+            behind: hi < target,
+        })
     }
 
     /// Sends one batch (named in the cursor already) until it is stored; then it counts
@@ -320,6 +351,7 @@ mod tests {
             overlap: Duration::from_secs(5),
             max_batch_events: 20,
             max_batch_bytes: 1 << 20,
+            max_slice: Duration::from_secs(60),
             retry_backoff: Duration::from_millis(1),
         };
         let metrics = Metrics::default();
@@ -330,15 +362,19 @@ mod tests {
             config: &config,
             metrics: &metrics,
             cursor: Cursor::new("/aws/eks/t/cluster", 0),
+            scan_ms: None,
+            rescanned_at_ms: 0,
         };
-        assert_eq!(p.pass(13_000).await.unwrap(), 50);
+        assert_eq!(p.pass(13_000).await.unwrap().sent, 50);
         // Arrives late, with a timestamp inside the overlap; and a damaged one.
         fake.events.lock().unwrap().push(ev(99, 10_500));
         let mut cut = ev(100, 11_000);
         cut.message.truncate(30);
         fake.events.lock().unwrap().push(cut);
-        assert_eq!(p.pass(14_000).await.unwrap(), 2);
-        assert_eq!(p.pass(15_000).await.unwrap(), 0);
+        // Before the overlap period is over, only new time is read; then the overlap again.
+        assert_eq!(p.pass(14_000).await.unwrap().sent, 0);
+        assert_eq!(p.pass(18_500).await.unwrap().sent, 2);
+        assert_eq!(p.pass(19_000).await.unwrap().sent, 0);
         {
             let got = sink.got.lock().unwrap();
             assert_eq!(got.len(), 4, "20 + 20 + 10, then the late two");
@@ -360,10 +396,11 @@ mod tests {
         // A restart from the stored cursor sends nothing again.
         let mut again = Poller {
             cursor: cursors.latest().await.unwrap().unwrap(),
+            scan_ms: None,
             ..p
         };
         again.resume().await.unwrap();
-        assert_eq!(again.pass(16_000).await.unwrap(), 0);
+        assert_eq!(again.pass(20_000).await.unwrap().sent, 0);
         assert_eq!(sink.got.lock().unwrap().len(), 4);
     }
 }

@@ -114,6 +114,12 @@ impl MotoServer {
         Err(last_err.unwrap_or_else(|| anyhow!("moto did not start")))
     }
 
+    /// The process id of the server's process (a watchdog whose child is moto), for
+    /// benchmarks that count its CPU time.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|(c, _)| c.id())
+    }
+
     /// Stops the server (moto's in-memory state is lost). Idempotent.
     pub fn stop(&mut self) {
         if let Some((mut child, stdin)) = self.child.take() {

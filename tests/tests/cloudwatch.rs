@@ -142,6 +142,7 @@ async fn source_config(h: &Harness, endpoint: &str, metrics: Arc<Metrics>) -> Co
             overlap: Duration::from_secs(2),
             max_batch_events: 40,
             max_batch_bytes: 1 << 20,
+            max_slice: Duration::from_secs(5),
             retry_backoff: Duration::from_millis(100),
         },
         interval: Duration::from_millis(200),
@@ -462,4 +463,143 @@ async fn stored_or_pending(h: &Harness) -> usize {
         n += sealtrail_core::pending::parse(&bytes).unwrap().events.len();
     }
     n
+}
+
+/// CPU seconds (user + system) used so far by a process and all its descendants.
+fn cpu_tree(pid: u32) -> f64 {
+    let mut total = cpu_seconds(pid);
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            total += cpu_tree(child);
+        }
+    }
+    total
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) close with ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat(5); 12 and 13 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Throughput and lag, by hand (`scripts/bench-cloudwatch`): a backlog of events in one
+/// log group read by the release binary, then one event put while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: scripts/bench-cloudwatch"]
+async fn bench_throughput_and_lag() {
+    let copies: usize = std::env::var("SEALTRAIL_BENCH_COPIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(90);
+    let (settle, poll) = (5u64, 2u64);
+    let moto = MotoServer::start().unwrap();
+    let h = Harness::start().await;
+    let client = logs_client(&moto.endpoint).await;
+    let lines = sealtrail_tests::emulator::repeat_events(&event_lines(), copies).unwrap();
+    let messages: Vec<String> = lines
+        .iter()
+        .map(|l| String::from_utf8(l.clone()).unwrap())
+        .collect();
+    let put_start = Instant::now();
+    put_all(&client, &messages, 4, now_ms() - 600_000).await;
+    eprintln!(
+        "put {} events into 4 streams in {:.1} s",
+        messages.len(),
+        put_start.elapsed().as_secs_f64()
+    );
+    let start = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let start = start
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let moto_cpu_before = cpu_tree(moto.pid().unwrap());
+    let t0 = Instant::now();
+    let mut child = std::process::Command::new(binary("sealtrail-cloudwatch"))
+        .args(["--log-group", GROUP, "--logs-endpoint", &moto.endpoint])
+        .args([
+            "--logs-region",
+            "us-east-1",
+            "--ingester-url",
+            &h.webhook_url(),
+        ])
+        .arg("--ingester-ca")
+        .arg(&h.pki.ca_cert)
+        .arg("--client-cert")
+        .arg(&h.pki.apiserver_client_cert)
+        .arg("--client-key")
+        .arg(&h.pki.apiserver_client_key)
+        .arg("--store")
+        .arg(&h.store_dir)
+        .arg(format!("--settle-seconds={settle}"))
+        .arg(format!("--poll-seconds={poll}"))
+        .arg(format!("--start={start}"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while stored_or_pending(&h).await < messages.len() {
+        assert!(t0.elapsed() < Duration::from_secs(900));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = t0.elapsed().as_secs_f64();
+    let source_cpu = cpu_seconds(child.id());
+    let moto_cpu = cpu_tree(moto.pid().unwrap()) - moto_cpu_before;
+    let n = messages.len() as f64;
+    eprintln!(
+        "backlog: {} events in {took:.1} s = {:.0} events/s; CPU per event: source {:.1} µs, moto {:.1} µs",
+        messages.len(),
+        n / took,
+        source_cpu / n * 1e6,
+        moto_cpu / n * 1e6
+    );
+
+    // Lag: one event put now, found in the trail.
+    let marker = format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"0d6b7d1e-1b5c-4a53-9d43-2f7f0a9c1e11","stage":"ResponseComplete","requestURI":"/","verb":"get","user":{{"username":"bench"}},"requestReceivedTimestamp":"{0}","stageTimestamp":"{0}"}}"#,
+        sealtrail_core::source::micro_time(now_ms())
+    );
+    let put_at = Instant::now();
+    client
+        .put_log_events()
+        .log_group_name(GROUP)
+        .log_stream_name(format!("{EKS_AUDIT_STREAM_PREFIX}-{:032x}", 0))
+        .log_events(
+            InputLogEvent::builder()
+                .timestamp(now_ms())
+                .message(marker)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    while stored_or_pending(&h).await < messages.len() + 1 {
+        assert!(put_at.elapsed() < Duration::from_secs(120));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "lag: {:.1} s from PutLogEvents to durable in the trail (settle {settle} s + poll {poll} s)",
+        put_at.elapsed().as_secs_f64()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    h.shutdown().await;
 }
