@@ -90,7 +90,19 @@ pub async fn run(
     let cursors = cursor::CursorStore::new(config.store.clone(), &config.prefix, &group);
     let cursor = loop {
         match cursors.latest().await {
-            Ok(c) => break c.unwrap_or_else(|| cursor::Cursor::new(&group, config.start_ms)),
+            Ok(Some(c)) => break c,
+            // The first snapshot before any intent: a restart always finds one.
+            Ok(None) => {
+                let mut c = cursor::Cursor::new(&group, config.start_ms);
+                match cursors.advance(&mut c).await {
+                    Ok(()) => break c,
+                    Err(Error::Store(e)) => {
+                        tracing::warn!(error = %e, "writing the first cursor; retrying")
+                    }
+                    Err(e) => return Err(e),
+                }
+                tokio::time::sleep(config.interval).await;
+            }
             Err(Error::Store(e)) => {
                 tracing::warn!(error = %e, "reading the cursor; retrying");
                 tokio::time::sleep(config.interval).await;

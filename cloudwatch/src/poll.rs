@@ -230,7 +230,7 @@ impl Poller<'_> {
         let count = new.len();
         for batch in batches(new, self.config) {
             self.cursor.sending = batch.iter().map(|i| i.seen.clone()).collect();
-            self.cursors.advance(&mut self.cursor).await?;
+            self.cursors.intend(&mut self.cursor).await?;
             self.deliver(&batch).await?;
         }
         // FilterLogEvents' end is inclusive: the next slice starts after it.

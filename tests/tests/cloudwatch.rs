@@ -518,16 +518,22 @@ async fn bench_throughput_and_lag() {
         .map(|l| String::from_utf8(l.clone()).unwrap())
         .collect();
     let put_start = Instant::now();
-    put_all(&client, &messages, 4, now_ms() - 600_000).await;
+    let base = now_ms() - 600_000;
+    put_all(&client, &messages, 4, base).await;
     eprintln!(
         "put {} events into 4 streams in {:.1} s",
         messages.len(),
         put_start.elapsed().as_secs_f64()
     );
-    let start = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let start = start
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
+    // From just before the backlog: moto's FilterLogEvents scans every event of the group
+    // on each call (CloudWatch does not), so empty slices before it would only measure moto.
+    let start = sealtrail_core::source::micro_time(base - 1_000);
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr: std::net::SocketAddr = ([127, 0, 0, 1], metrics_port).into();
     let moto_cpu_before = cpu_tree(moto.pid().unwrap());
     let t0 = Instant::now();
     let mut child = std::process::Command::new(binary("sealtrail-cloudwatch"))
@@ -549,13 +555,20 @@ async fn bench_throughput_and_lag() {
         .arg(format!("--settle-seconds={settle}"))
         .arg(format!("--poll-seconds={poll}"))
         .arg(format!("--start={start}"))
+        .arg(format!("--metrics-listen={metrics_addr}"))
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    while stored_or_pending(&h).await < messages.len() {
+    // The source's own count of events stored (2xx), read cheaply from its /metrics.
+    let sent = || async {
+        let (_, text) = http_get(metrics_addr, "/metrics").await;
+        metric(&text, "sealtrail_cloudwatch_events_sent_total").unwrap_or(0.0) as usize
+    };
+    wait_listening(metrics_addr).await;
+    while sent().await < messages.len() {
         assert!(t0.elapsed() < Duration::from_secs(900));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -591,7 +604,7 @@ async fn bench_throughput_and_lag() {
         .send()
         .await
         .unwrap();
-    while stored_or_pending(&h).await < messages.len() + 1 {
+    while sent().await < messages.len() + 1 {
         assert!(put_at.elapsed() < Duration::from_secs(120));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -599,6 +612,7 @@ async fn bench_throughput_and_lag() {
         "lag: {:.1} s from PutLogEvents to durable in the trail (settle {settle} s + poll {poll} s)",
         put_at.elapsed().as_secs_f64()
     );
+    assert_eq!(stored_or_pending(&h).await, messages.len() + 1);
     child.kill().unwrap();
     child.wait().unwrap();
     h.shutdown().await;
