@@ -4,18 +4,20 @@
 #   signer          sealtrail-signer                        distroless cc, uid 65532: sealtrail-signer
 #   ingester        sealtrail-ingester                      distroless cc, uid 65532: sealtrail-ingester
 #   verify          sealtrail-verify                        distroless cc, uid 65532: sealtrail-verify
+#   cloudwatch      sealtrail-cloudwatch                    distroless cc, uid 65532: sealtrail-cloudwatch
+#                                                           (the EKS source: deploy/base/cloudwatch)
 #   signer-pkcs11   sealtrail-signer-pkcs11                 Debian slim, uid 65532: sealtrail-signer, and
 #                                                           /opt/hsm/lib/ for the HSM vendor's PKCS#11 module
 #   signer-softhsm  (tests and demos only, never production) signer-pkcs11 + SoftHSM2 as the module
 #
 # Build and push (docs/runbooks/install-eks.md step 0 has the ECR version):
 #
-#   for t in signer ingester verify; do
+#   for t in signer ingester verify cloudwatch; do
 #     docker build --target "$t" -t "$REGISTRY/sealtrail-$t:$TAG" . && docker push "$REGISTRY/sealtrail-$t:$TAG"
 #   done
 #
 # `docker build` without --target builds the signer image. Needs BuildKit (the default
-# builder since Docker 23) for the cache mounts. The builder stage is shared: the three
+# builder since Docker 23) for the cache mounts. The builder stage is shared: the four
 # binaries are compiled once. Each runtime image holds one binary, runs as the non-root
 # user 65532 (the uid the manifests' securityContext sets) and has no shell or package
 # manager (distroless). Pin the base images by digest for a reproducible, reviewable
@@ -58,16 +60,17 @@ COPY store store
 COPY ops ops
 COPY signer signer
 COPY ingester ingester
+COPY cloudwatch cloudwatch
 COPY verifier verifier
 COPY tests tests
 # --locked: exactly the dependency versions of Cargo.lock, as CI tests them.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked \
-      -p sealtrail-signer -p sealtrail-ingester -p sealtrail-verifier \
+      -p sealtrail-signer -p sealtrail-ingester -p sealtrail-verifier -p sealtrail-cloudwatch \
  && mkdir -p /out \
  && cp target/release/sealtrail-signer target/release/sealtrail-ingester \
-       target/release/sealtrail-verify /out/
+       target/release/sealtrail-verify target/release/sealtrail-cloudwatch /out/
 
 # ---------------------------------------------------------------------------------------
 # The signer for a PKCS#11 HSM: Debian slim (glibc, apt for the vendor module's own
@@ -119,6 +122,14 @@ FROM runtime AS ingester
 COPY --from=builder /out/sealtrail-ingester /usr/local/bin/sealtrail-ingester
 EXPOSE 8443 9090
 ENTRYPOINT ["/usr/local/bin/sealtrail-ingester"]
+CMD ["--help"]
+
+# The EKS source: reads the cluster's audit log from CloudWatch Logs and posts it to the
+# ingester's webhook (deploy/base/cloudwatch, aws-kms overlay only). Metrics port only.
+FROM runtime AS cloudwatch
+COPY --from=builder /out/sealtrail-cloudwatch /usr/local/bin/sealtrail-cloudwatch
+EXPOSE 9090
+ENTRYPOINT ["/usr/local/bin/sealtrail-cloudwatch"]
 CMD ["--help"]
 
 FROM runtime AS signer

@@ -37,6 +37,7 @@ JOB_CRATES = {
     "sealtrail-ingester": ("ingester", "ops"),
     "sealtrail-signer": ("signer", "ops"),
     "sealtrail-verify": ("verifier",),
+    "sealtrail-cloudwatch": ("cloudwatch", "ops"),
 }
 OWN_PREFIXES = ("sealtrail_", "audit_")
 

@@ -42,11 +42,11 @@ SAMPLE = {
     "AdminRoleArn": f"arn:aws:iam::{ACCOUNT}:role/security-admin",
     "BreakGlassRoleArn": f"arn:aws:iam::{ACCOUNT}:role/sealtrail-break-glass",
     "TrailBucketName": "example-sealtrail-trail", "AlertEmail": "security@example.com",
-    "KeyAliasName": "alias/sealtrail-log",
+    "KeyAliasName": "alias/sealtrail-log", "EksClusterName": "audit-prod",
     "AWS::AccountId": ACCOUNT, "AWS::Region": REGION, "AWS::Partition": "aws",
     # shell variables of the runbooks
     "ACCOUNT": ACCOUNT, "AWS_REGION": REGION, "PREFIX": "prod-1", "BUCKET": "example-sealtrail-audit",
-    "TRAIL_BUCKET": "example-sealtrail-trail",
+    "TRAIL_BUCKET": "example-sealtrail-trail", "CLUSTER": "audit-prod",
     "ADMIN_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/security-admin",
     "BREAK_GLASS_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/sealtrail-break-glass",
     "SIGNER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/sealtrail-signer-prod-1",

@@ -402,7 +402,8 @@ def validate_doc(where, doc, schemas, k8s_versions, definitions, stages):
 # Identities whose certificate lets its holder put events into the trail: the apiserver's
 # towards the ingester (may post), the ingester's towards the signer (may Append). Value:
 # the component whose namespace must hold the Certificate (None: its own namespace).
-PINNED_IDENTITIES = {"kube-apiserver": "signer", "sealtrail-ingester": None}
+# sealtrail-cloudwatch posts events like kube-apiserver: pinned the same way.
+PINNED_IDENTITIES = {"kube-apiserver": "signer", "sealtrail-ingester": None, "sealtrail-cloudwatch": "signer"}
 # Pods that must not be evicted for ordinary workloads (app.kubernetes.io/component).
 PRIORITY_COMPONENTS = ("signer", "ingester")
 
