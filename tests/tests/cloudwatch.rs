@@ -151,6 +151,19 @@ async fn source_config(h: &Harness, endpoint: &str, metrics: Arc<Metrics>) -> Co
     }
 }
 
+/// Every message but the last `damaged` is stored once, byte for byte the canonical form
+/// of what was put, and the trail holds nothing else.
+fn assert_stored_once(dir: &std::path::Path, messages: &[String], damaged: usize) {
+    let held = stored(dir);
+    for m in &messages[..messages.len() - damaged] {
+        let canonical = sealtrail_core::event::parse_event_line(m.as_bytes())
+            .unwrap()
+            .canonical;
+        assert_eq!(held.get(&canonical), Some(&1), "{}", &m[..80.min(m.len())]);
+    }
+    assert_eq!(held.values().sum::<usize>(), messages.len());
+}
+
 /// Every stored event by its canonical bytes, with how often it is stored.
 fn stored(dir: &std::path::Path) -> HashMap<Vec<u8>, usize> {
     let mut out = HashMap::new();
@@ -207,14 +220,7 @@ async fn every_event_once_from_several_streams() {
     assert_eq!(metrics.damaged.get(), 1);
     h.wait_sealed().await;
 
-    let held = stored(&h.store_dir);
-    for m in &messages[..messages.len() - 1] {
-        let canonical = sealtrail_core::event::parse_event_line(m.as_bytes())
-            .unwrap()
-            .canonical;
-        assert_eq!(held.get(&canonical), Some(&1), "{}", &m[..80.min(m.len())]);
-    }
-    assert_eq!(held.values().sum::<usize>(), messages.len());
+    assert_stored_once(&h.store_dir, &messages, 1);
 
     let r = verify_store(&h.store(), &h.trust, &Options::default())
         .await
@@ -438,14 +444,7 @@ async fn killed_and_restarted_five_times() {
     child.kill().unwrap();
     child.wait().unwrap();
     h.wait_sealed().await;
-    let held = stored(&h.store_dir);
-    for m in &messages {
-        let canonical = sealtrail_core::event::parse_event_line(m.as_bytes())
-            .unwrap()
-            .canonical;
-        assert_eq!(held.get(&canonical), Some(&1), "{}", &m[..80.min(m.len())]);
-    }
-    assert_eq!(held.values().sum::<usize>(), messages.len());
+    assert_stored_once(&h.store_dir, &messages, 0);
     // (Not the duplicate check: the sample set holds a few requests twice itself.)
     let r = verify_store(&h.store(), &h.trust, &Options::default())
         .await
