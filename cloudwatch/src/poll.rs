@@ -50,21 +50,9 @@ struct Item {
 }
 
 /// The `apiVersion` of a message that is a whole audit event, or `None` if it is not one
-/// (cut short, or not JSON at all).
+/// (cut short, or not JSON at all): the ingester's own rules, without canonicalizing.
 fn api_version_of(message: &str) -> Option<String> {
-    if sealtrail_core::event::parse_event_line(message.as_bytes()).is_err() {
-        return None;
-    }
-    #[derive(serde::Deserialize)]
-    struct Head {
-        #[serde(rename = "apiVersion")]
-        api_version: Option<String>,
-    }
-    let head: Head = serde_json::from_str(message).ok()?;
-    Some(
-        head.api_version
-            .unwrap_or_else(|| sealtrail_core::event::DEFAULT_API_VERSION.to_string()),
-    )
+    sealtrail_core::event::check_event_line(message.as_bytes()).ok()
 }
 
 fn item(group: &str, e: SourceEvent) -> Item {

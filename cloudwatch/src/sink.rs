@@ -36,12 +36,15 @@ pub trait Sink: Send + Sync {
     fn send(&self, body: Bytes) -> BoxFuture<'_, Sent>;
 }
 
-/// The ingester's webhook over mutual TLS.
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// The ingester's webhook over mutual TLS, one kept-alive connection.
 pub struct HttpsSink {
     host: String,
     port: u16,
     path: String,
     tls: sealtrail_ops::tls::Reloading<rustls::ClientConfig>,
+    conn: tokio::sync::Mutex<Option<Sender>>,
 }
 
 impl HttpsSink {
@@ -68,10 +71,12 @@ impl HttpsSink {
                 .path_and_query()
                 .map_or("/".into(), |p| p.as_str().to_string()),
             tls,
+            conn: tokio::sync::Mutex::new(None),
         })
     }
 
-    async fn post(&self, body: Bytes) -> Result<(u16, String), String> {
+    /// A new connection (TCP, TLS with the client certificate of the moment, HTTP/1.1).
+    async fn connect(&self) -> Result<Sender, String> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| format!("connect {}:{}: {e}", self.host, self.port))?;
@@ -80,11 +85,45 @@ impl HttpsSink {
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS with {}: {e}", self.host))?;
-        let (mut sender, conn) =
+        let (sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
                 .map_err(|e| e.to_string())?;
-        let conn = tokio::spawn(conn);
+        // Ends when either side closes the connection.
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    /// One POST on the kept connection; a connection the server closed meanwhile is
+    /// replaced once before the attempt counts as failed.
+    async fn post(&self, body: Bytes) -> Result<(u16, String), String> {
+        let mut conn = self.conn.lock().await;
+        for fresh in [false, true] {
+            let kept = match conn.take() {
+                Some(mut s) if !fresh => s.ready().await.is_ok().then_some(s),
+                _ => None,
+            };
+            let sender = match kept {
+                Some(s) => s,
+                None => self.connect().await?,
+            };
+            match self.exchange(sender, body.clone()).await {
+                Ok((sender, status, answer)) => {
+                    *conn = Some(sender);
+                    return Ok((status, answer));
+                }
+                Err(e) if fresh => return Err(e),
+                Err(_) => continue,
+            }
+        }
+        Err("no connection".into())
+    }
+
+    async fn exchange(
+        &self,
+        mut sender: Sender,
+        body: Bytes,
+    ) -> Result<(Sender, u16, String), String> {
         let req = http::Request::post(&self.path)
             .header(http::header::HOST, &self.host)
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -97,9 +136,8 @@ impl HttpsSink {
             .collect()
             .await
             .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        conn.abort();
-        Ok((status, answer))
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        Ok((sender, status, answer))
     }
 }
 

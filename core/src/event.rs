@@ -88,6 +88,27 @@ pub fn parse_event_list(body: &[u8]) -> Result<EventBatch, Error> {
 /// [`DEFAULT_API_VERSION`], as the webhook path would.
 pub fn parse_event_line(line: &[u8]) -> Result<CanonicalEvent, Error> {
     let value = jcs::parse(line)?;
+    let api_version = line_api_version(&value)?;
+    canonical_event(value, &api_version, 0)
+}
+
+/// Whether [`parse_event_line`] accepts `line`, without canonicalizing it: its
+/// `apiVersion` (stamped as there) if so. For a source that only has to tell a whole event
+/// from a damaged one, and batch events by `apiVersion`.
+pub fn check_event_line(line: &[u8]) -> Result<String, Error> {
+    let value = jcs::parse(line)?;
+    let api_version = line_api_version(&value)?;
+    let Value::Object(mut obj) = value else {
+        return Err(Error::Event {
+            index: 0,
+            reason: "item is not a JSON object".into(),
+        });
+    };
+    stamped_fields(&mut obj, &api_version).map_err(|reason| Error::Event { index: 0, reason })?;
+    Ok(api_version)
+}
+
+fn line_api_version(value: &Value) -> Result<String, Error> {
     let api_version = value
         .as_object()
         .and_then(|o| o.get("apiVersion"))
@@ -100,7 +121,28 @@ pub fn parse_event_line(line: &[u8]) -> Result<CanonicalEvent, Error> {
             reason: format!("unsupported apiVersion {api_version:?}"),
         });
     }
-    canonical_event(value, &api_version, 0)
+    Ok(api_version)
+}
+
+/// Stamps `kind` and `apiVersion` and reads the members every event must have: its
+/// auditID, stage and stageTimestamp (if any).
+fn stamped_fields(
+    obj: &mut Object,
+    api_version: &str,
+) -> Result<(String, String, Option<String>), String> {
+    stamp(obj, "kind", "Event")?;
+    stamp(obj, "apiVersion", api_version)?;
+    let audit_id = required_str(obj, "auditID")?;
+    if audit_id.is_empty() || audit_id.len() > MAX_AUDIT_ID_LEN {
+        return Err(format!("auditID of {} bytes", audit_id.len()));
+    }
+    let stage = required_str(obj, "stage")?;
+    let stage_timestamp = match obj.get("stageTimestamp") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err("stageTimestamp is not a string".into()),
+    };
+    Ok((audit_id, stage, stage_timestamp))
 }
 
 /// Stamps and canonicalizes one event. `index` is its position in the batch (for errors).
@@ -113,18 +155,7 @@ pub fn canonical_event(
     let Value::Object(mut obj) = item else {
         return Err(bad("item is not a JSON object".into()));
     };
-    stamp(&mut obj, "kind", "Event").map_err(bad)?;
-    stamp(&mut obj, "apiVersion", api_version).map_err(bad)?;
-    let audit_id = required_str(&obj, "auditID").map_err(bad)?;
-    if audit_id.is_empty() || audit_id.len() > MAX_AUDIT_ID_LEN {
-        return Err(bad(format!("auditID of {} bytes", audit_id.len())));
-    }
-    let stage = required_str(&obj, "stage").map_err(bad)?;
-    let stage_timestamp = match obj.get("stageTimestamp") {
-        None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(bad("stageTimestamp is not a string".into())),
-    };
+    let (audit_id, stage, stage_timestamp) = stamped_fields(&mut obj, api_version).map_err(bad)?;
     let value = Value::Object(obj);
     let canonical = value.to_canonical();
     Ok(CanonicalEvent {
@@ -173,6 +204,38 @@ mod tests {
             r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{items}]}}"#
         )
         .into_bytes()
+    }
+
+    /// The check without canonicalizing accepts exactly what parse_event_line accepts.
+    #[test]
+    fn checking_agrees_with_parsing() {
+        for line in [
+            &br#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a","stage":"x"}"#[..],
+            br#"{"auditID":"a","stage":"x"}"#,
+            br#"{"apiVersion":"audit.k8s.io/v1beta1","auditID":"a","stage":"x"}"#,
+            br#"{"kind":"Pod","auditID":"a","stage":"x"}"#,
+            br#"{"apiVersion":"v1","auditID":"a","stage":"x"}"#,
+            br#"{"auditID":"","stage":"x"}"#,
+            br#"{"auditID":"a"}"#,
+            br#"{"auditID":"a","stage":"x","stageTimestamp":1}"#,
+            br#"{"auditID":"a","stage":"x","auditID":"b"}"#,
+            br#"{"auditID":"a","st"#,
+            br#"[1]"#,
+        ] {
+            let parsed = parse_event_line(line);
+            let checked = check_event_line(line);
+            assert_eq!(
+                parsed.is_ok(),
+                checked.is_ok(),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(
+            check_event_line(br#"{"apiVersion":"audit.k8s.io/v1beta1","auditID":"a","stage":"x"}"#)
+                .unwrap(),
+            "audit.k8s.io/v1beta1"
+        );
     }
 
     #[test]
