@@ -184,20 +184,19 @@ impl CursorStore {
             sending: cursor.sending.clone(),
             intent: true,
         };
-        self.put(cursor, &step).await
+        self.put(cursor, step).await
     }
 
     /// Writes a snapshot of `cursor` as the next step (its `seq` is set here). A conflict
     /// means another writer took this sequence number: this one is fenced and must stop.
     pub async fn advance(&self, cursor: &mut Cursor) -> Result<(), Error> {
         let step = cursor.clone();
-        self.put(cursor, &step).await
+        self.put(cursor, step).await
     }
 
     /// Writes `step` under `cursor.seq + 1`, which `cursor` then takes.
-    async fn put(&self, cursor: &mut Cursor, step: &Cursor) -> Result<(), Error> {
+    async fn put(&self, cursor: &mut Cursor, mut step: Cursor) -> Result<(), Error> {
         cursor.seq += 1;
-        let mut step = step.clone();
         step.seq = cursor.seq;
         let bytes = serde_json::to_vec(&step).map_err(|e| Error::Cursor(e.to_string()))?;
         let key = self.key(cursor.seq);
