@@ -6,12 +6,15 @@
 //! a conflict and stops, so two writers can never both advance one cursor.
 //!
 //! Two kinds of step: before each batch is sent, an *intent* naming only that batch
-//! (`sending`, small); after a pass, a *snapshot* (`through_ms` and every event sent within
-//! the overlap, `recent`). The cursor is the newest snapshot with the intents after it: their
-//! events were sent (an intent is written only once the batch before it is stored), but the
-//! last one's batch may be in flight, so a restart sends it again, the same events in the
-//! same order, which the ingester stores once (a batch's pending key is the digest of its
-//! events). Intents keep a batch's cost independent of how many events the overlap holds.
+//! (`sending`, small) and how many batches may be in flight with it (`window`, w); after a
+//! pass, a *snapshot* (`through_ms` and every event sent within the overlap, `recent`). The
+//! writer keeps one rule: the intent of sequence number s is written only once the batches of
+//! every intent up to s − w are stored. So the cursor is the newest snapshot with the intents
+//! after it, split at m, the largest s − w among them: the batches of intents up to m were
+//! stored, the others may be in flight, and a restart sends each of those again, the same
+//! events in the same order, which the ingester stores once (a batch's pending key is the
+//! digest of its events, the signer's dedupe answers a repeated batch with its first
+//! indexes). Intents keep a batch's cost independent of how many events the overlap holds.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -50,14 +53,30 @@ pub struct Cursor {
     /// Events sent whose timestamp is within the overlap before `through_ms`: a window that
     /// returns them again does not send them twice.
     pub recent: BTreeSet<Seen>,
-    /// The batch being sent when this cursor was written, in order (empty: none). A
-    /// restart sends exactly these again before anything else.
+    /// An intent's batch, in order (empty on a snapshot). A restart that finds it possibly
+    /// in flight sends exactly these events again before anything else.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sending: Vec<Seen>,
-    /// An intent: only `sending` (and `seq`, `log_group`) count; `through_ms` and `recent`
-    /// are the snapshot's before it.
+    /// An intent's in-flight bound w: written once the batches of the intents up to
+    /// `seq − w` were stored. Absent means 1 (the previous intent's batch was stored).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub window: u64,
+    /// An intent: only `sending` and `window` (and `seq`, `log_group`) count; `through_ms`
+    /// and `recent` are the snapshot's before it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub intent: bool,
+    /// Not stored: the batches that may have been in flight at the last stop, oldest first
+    /// (filled by [`CursorStore::latest`], emptied once they are sent again).
+    #[serde(skip)]
+    pub in_flight: Vec<Vec<Seen>>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(w: &u64) -> bool {
+    *w == 1
 }
 
 impl Cursor {
@@ -70,7 +89,9 @@ impl Cursor {
             through_ms: start_ms,
             recent: BTreeSet::new(),
             sending: Vec::new(),
+            window: 1,
             intent: false,
+            in_flight: Vec::new(),
         }
     }
 
@@ -113,42 +134,41 @@ impl CursorStore {
         format!("{}{seq:020}.json", self.dir)
     }
 
-    /// The cursor: the newest snapshot and the intents after it (see the module docs), or
-    /// `None` before the first step.
-    pub async fn latest(&self) -> Result<Option<Cursor>, Error> {
+    async fn newest_listed(&self) -> Result<Option<u64>, Error> {
         let listed = self.store.list(&self.dir).await?;
-        let mut seqs: Vec<u64> = listed
+        Ok(listed
             .iter()
             .filter(|o| o.irregular.is_none())
             .filter_map(|o| {
                 let name = o.key.strip_prefix(&self.dir)?.strip_suffix(".json")?;
                 (name.len() == 20).then(|| name.parse::<u64>().ok())?
             })
-            .collect();
-        seqs.sort_unstable();
-        let Some(&newest) = seqs.last() else {
+            .max())
+    }
+
+    /// The cursor: the newest snapshot and the intents after it (see the module docs), or
+    /// `None` before the first step.
+    pub async fn latest(&self) -> Result<Option<Cursor>, Error> {
+        let Some(newest) = self.newest_listed().await? else {
             return Ok(None);
         };
-        // Newest first, back to a snapshot.
+        // Newest first, back to a snapshot (at most a pass's batches away).
         let mut intents = Vec::new();
-        for &seq in seqs.iter().rev() {
-            let step = self.read(seq).await?;
+        for seq in (1..=newest).rev() {
+            let step = match self.read(seq).await {
+                Err(Error::Store(StoreError::NotFound(key))) => {
+                    return Err(Error::Cursor(format!(
+                        "{key} is missing between the newest step {newest} and a snapshot"
+                    )));
+                }
+                r => r?,
+            };
             if step.intent {
                 intents.push(step);
                 continue;
             }
-            let mut cursor = step;
-            for (i, intent) in intents.iter().rev().enumerate() {
-                if i + 1 == intents.len() {
-                    // The newest intent: its batch may not have been stored.
-                    cursor.sending = intent.sending.clone();
-                } else {
-                    cursor.recent.extend(intent.sending.iter().cloned());
-                }
-            }
-            cursor.seq = newest;
-            cursor.intent = false;
-            return Ok(Some(cursor));
+            intents.reverse();
+            return Ok(Some(resumed(step, intents, newest)));
         }
         Err(Error::Cursor(format!(
             "{}: intents without a snapshot before them",
@@ -173,16 +193,24 @@ impl CursorStore {
         Ok(step)
     }
 
-    /// Writes an intent naming `cursor.sending` as the next step.
-    pub async fn intend(&self, cursor: &mut Cursor) -> Result<(), Error> {
+    /// Writes an intent naming `batch` as the next step, to be sent with at most
+    /// `window − 1` earlier batches still in flight (the caller keeps that promise).
+    pub async fn intend(
+        &self,
+        cursor: &mut Cursor,
+        batch: &[Seen],
+        window: u64,
+    ) -> Result<(), Error> {
         let step = Cursor {
             format: CURSOR_FORMAT.into(),
             log_group: cursor.log_group.clone(),
             seq: cursor.seq,
             through_ms: cursor.through_ms,
             recent: BTreeSet::new(),
-            sending: cursor.sending.clone(),
+            sending: batch.to_vec(),
+            window: window.max(1),
             intent: true,
+            in_flight: Vec::new(),
         };
         self.put(cursor, step).await
     }
@@ -212,6 +240,35 @@ impl CursorStore {
             }
         }
     }
+}
+
+/// The cursor from its newest `snapshot` and the `intents` after it (oldest first): an
+/// intent at or below m = max(seq − window) was stored, the later ones may be in flight.
+fn resumed(mut cursor: Cursor, intents: Vec<Cursor>, newest: u64) -> Cursor {
+    let stored_through = intents
+        .iter()
+        .map(|i| i.seq.saturating_sub(i.window.max(1)))
+        .max()
+        .unwrap_or(0);
+    // A snapshot of the first format could name a batch of its own; later intents say
+    // whether it was stored, like any intent's.
+    let own = std::mem::take(&mut cursor.sending);
+    let batches =
+        std::iter::once((cursor.seq, own)).chain(intents.into_iter().map(|i| (i.seq, i.sending)));
+    for (seq, batch) in batches {
+        if batch.is_empty() {
+            continue;
+        }
+        if seq <= stored_through {
+            cursor.recent.extend(batch);
+        } else {
+            cursor.in_flight.push(batch);
+        }
+    }
+    cursor.seq = newest;
+    cursor.intent = false;
+    cursor.window = 1;
+    cursor
 }
 
 #[cfg(test)]
@@ -254,29 +311,60 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::open(dir.path()).unwrap());
         let cs = CursorStore::new(store, "", "g");
-        let seen = |id: &str| Seen {
-            timestamp_ms: 5,
-            event_id: id.into(),
-        };
         let mut c = Cursor::new("g", 0);
         cs.advance(&mut c).await.unwrap();
-        c.sending = vec![seen("a"), seen("b")];
-        cs.intend(&mut c).await.unwrap();
-        c.recent.extend(c.sending.drain(..));
-        c.sending = vec![seen("c")];
-        cs.intend(&mut c).await.unwrap();
+        cs.intend(&mut c, &[seen("a"), seen("b")], 1).await.unwrap();
+        cs.intend(&mut c, &[seen("c")], 1).await.unwrap();
         let back = cs.latest().await.unwrap().unwrap();
         assert_eq!(back.seq, 3);
         assert!(back.was_sent(5, "a") && back.was_sent(5, "b") && !back.was_sent(5, "c"));
-        assert_eq!(back.sending, vec![seen("c")]);
-        assert!(!back.intent);
+        assert_eq!(back.in_flight, vec![vec![seen("c")]]);
+        assert!(!back.intent && back.sending.is_empty());
         // Only intents, no snapshot: refused, not guessed.
         let dir2 = tempfile::tempdir().unwrap();
         let store2: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::open(dir2.path()).unwrap());
         let cs2 = CursorStore::new(store2, "", "g");
         let mut d = Cursor::new("g", 0);
-        d.sending = vec![seen("z")];
-        cs2.intend(&mut d).await.unwrap();
+        cs2.intend(&mut d, &[seen("z")], 1).await.unwrap();
         assert!(matches!(cs2.latest().await, Err(Error::Cursor(_))));
+    }
+
+    fn seen(id: &str) -> Seen {
+        Seen {
+            timestamp_ms: 5,
+            event_id: id.into(),
+        }
+    }
+
+    /// With a window of 3, an intent's batch counts as stored only once an intent 3 steps
+    /// later was written; the last 2 (or fewer) may be in flight.
+    #[tokio::test]
+    async fn a_window_of_intents_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::open(dir.path()).unwrap());
+        let cs = CursorStore::new(store, "", "g");
+        let mut c = Cursor::new("g", 0);
+        cs.advance(&mut c).await.unwrap(); // seq 1
+        for id in ["a", "b", "c", "d", "e"] {
+            cs.intend(&mut c, &[seen(id)], 3).await.unwrap(); // seqs 2..=6
+        }
+        let back = cs.latest().await.unwrap().unwrap();
+        // m = 6 − 3 = 3: a (2) and b (3) were stored; c, d, e may be in flight, in order.
+        assert!(back.was_sent(5, "a") && back.was_sent(5, "b") && !back.was_sent(5, "c"));
+        assert_eq!(
+            back.in_flight,
+            vec![vec![seen("c")], vec![seen("d")], vec![seen("e")]]
+        );
+        // An intent of the first format (no window: 1) after them: all before it stored.
+        cs.intend(&mut c, &[seen("f")], 1).await.unwrap();
+        let back = cs.latest().await.unwrap().unwrap();
+        assert!(back.was_sent(5, "e") && !back.was_sent(5, "f"));
+        assert_eq!(back.in_flight, vec![vec![seen("f")]]);
+        // A window stored as absent when it is 1, and read back as 1.
+        let step: Cursor = serde_json::from_slice(
+            br#"{"format":"sealtrail-cloudwatch-cursor/v1","log_group":"g","seq":9,"through_ms":0,"recent":[],"sending":[{"timestamp_ms":5,"event_id":"x"}],"intent":true}"#,
+        )
+        .unwrap();
+        assert_eq!(step.window, 1);
     }
 }

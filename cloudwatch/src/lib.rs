@@ -37,6 +37,9 @@ pub const DEFAULT_MAX_BATCH_EVENTS: usize = 1_000;
 /// Most bytes in one batch: below the ingester's default body limit of 3 MiB, with room
 /// for one event of CloudWatch's largest (256 KiB).
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Most batches in flight at once: enough to keep the ingester's durable writes and the
+/// signer's group commits busy while each batch waits for its own.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// Most event time read in one pass: bounds the memory of a backfill or a catch-up (at
 /// 5,000 events/s of 5 KB, about 250 MB).
 pub const DEFAULT_MAX_SLICE: Duration = Duration::from_secs(10);
@@ -81,7 +84,8 @@ fn now_ms() -> i64 {
 }
 
 /// Polls until `shutdown` completes or the cursor is fenced. Stopping mid-batch is safe: the
-/// cursor names the batch in flight, and the next start sends it again as it was. Source and store errors are retried; a fence or a refused batch ends the run.
+/// cursor names the batches in flight, and the next start sends them again as they were.
+/// Source and store errors are retried; a fence or a refused batch ends the run.
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send,
@@ -128,12 +132,10 @@ pub async fn run(
         rescanned_at_ms: 0,
     };
     tokio::pin!(shutdown);
-    let mut resumed = false;
     loop {
         let step = async {
-            if !resumed {
-                poller.resume().await?;
-            }
+            // Batches left in flight (at the last stop, or by a failed resend) go first.
+            poller.resume().await?;
             poller.pass(now_ms()).await
         };
         let result = tokio::select! {
@@ -142,7 +144,6 @@ pub async fn run(
         };
         match result {
             Ok(pass) => {
-                resumed = true;
                 tracing::debug!(events = pass.sent, behind = pass.behind, "pass done");
                 if pass.behind {
                     continue;

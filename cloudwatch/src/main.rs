@@ -59,6 +59,9 @@ struct Cli {
     /// Time between passes, seconds.
     #[arg(long, default_value_t = sealtrail_cloudwatch::DEFAULT_POLL_INTERVAL.as_secs())]
     poll_seconds: u64,
+    /// Most batches sent to the ingester at once (each named in the cursor first).
+    #[arg(long, default_value_t = sealtrail_cloudwatch::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
     /// Where a log group without a cursor starts: RFC 3339, or `now`.
     #[arg(long, default_value = "now")]
     start: String,
@@ -142,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_slice: sealtrail_cloudwatch::DEFAULT_MAX_SLICE,
             retry_backoff: Duration::from_millis(500),
+            max_in_flight: cli.max_in_flight.max(1),
         },
         interval: Duration::from_secs(cli.poll_seconds),
         start_ms,

@@ -13,6 +13,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
 use sealtrail_core::source::{DamagedSource, damaged_event};
 
 use crate::Error;
@@ -35,6 +37,8 @@ pub struct PollConfig {
     pub max_slice: Duration,
     /// First wait between retries of a batch (doubled up to 30 s).
     pub retry_backoff: Duration,
+    /// Most batches sent at once (each named in its own intent first).
+    pub max_in_flight: usize,
 }
 
 /// Prefix and suffix of a batch body.
@@ -150,15 +154,17 @@ pub struct Pass {
 }
 
 impl Poller<'_> {
-    /// Sends again the batch the cursor names as in flight (a crash or a kill between
-    /// naming it and its 2xx), exactly as it was: same events, same order.
+    /// Sends again the batches the cursor names as possibly in flight (a crash or a kill
+    /// between naming them and their 2xx), each exactly as it was: same events, same order;
+    /// then writes a snapshot, so that they are not sent a third time.
     pub async fn resume(&mut self) -> Result<(), Error> {
-        if self.cursor.sending.is_empty() {
+        if self.cursor.in_flight.is_empty() {
             return Ok(());
         }
-        let sending = std::mem::take(&mut self.cursor.sending);
-        let lo = sending.iter().map(|s| s.timestamp_ms).min().unwrap_or(0);
-        let hi = sending.iter().map(|s| s.timestamp_ms).max().unwrap_or(0);
+        let flying = std::mem::take(&mut self.cursor.in_flight);
+        let all = flying.iter().flatten();
+        let lo = all.clone().map(|s| s.timestamp_ms).min().unwrap_or(0);
+        let hi = all.map(|s| s.timestamp_ms).max().unwrap_or(0);
         let mut by_id: std::collections::HashMap<String, SourceEvent> = self
             .source
             .fetch(lo, hi)
@@ -167,27 +173,34 @@ impl Poller<'_> {
             .map(|e| (e.event_id.clone(), e))
             .collect();
         let group = self.source.log_group().to_string();
-        let mut items = Vec::with_capacity(sending.len());
-        for s in &sending {
-            let e = by_id.remove(&s.event_id).ok_or_else(|| {
-                Error::Source(format!(
-                    "event {} (timestamp {}) of the batch in flight is no longer in {group}: it may have expired from CloudWatch; its batch cannot be resent as it was",
-                    s.event_id, s.timestamp_ms
-                ))
-            })?;
-            items.push(item(&group, e));
+        for (n, batch) in flying.iter().enumerate() {
+            let mut items = Vec::with_capacity(batch.len());
+            for s in batch {
+                let Some(e) = by_id.remove(&s.event_id) else {
+                    // Kept for the next attempt, which fails the same way: never skipped.
+                    self.cursor.in_flight = flying[n..].to_vec();
+                    return Err(Error::Source(format!(
+                        "event {} (timestamp {}) of a batch in flight is no longer in {group}: it may have expired from CloudWatch; its batch cannot be resent as it was",
+                        s.event_id, s.timestamp_ms
+                    )));
+                };
+                items.push(item(&group, e));
+            }
+            tracing::info!(
+                events = items.len(),
+                "resending a batch in flight at the last stop"
+            );
+            if let Err(e) = deliver(self.sink, self.metrics, self.config, &group, &items).await {
+                self.cursor.in_flight = flying[n..].to_vec();
+                return Err(e);
+            }
+            self.cursor.recent.extend(items.into_iter().map(|i| i.seen));
         }
-        tracing::info!(
-            events = items.len(),
-            "resending the batch in flight at the last stop"
-        );
-        self.cursor.sending = sending;
-        self.deliver(&items).await?;
-        Ok(())
+        self.cursors.advance(&mut self.cursor).await
     }
 
-    /// One pass at `now_ms`: one slice, its new events sent batch by batch; then the cursor
-    /// moves to the slice's end if that is past it.
+    /// One pass at `now_ms`: one slice, its new events sent in batches, up to
+    /// `max_in_flight` at once; then the cursor moves to the slice's end if that is past it.
     pub async fn pass(&mut self, now_ms: i64) -> Result<Pass, Error> {
         let overlap = self.config.overlap.as_millis() as i64;
         let target = now_ms - self.config.settle.as_millis() as i64;
@@ -216,11 +229,7 @@ impl Poller<'_> {
             .map(|e| item(&group, e))
             .collect();
         let count = new.len();
-        for batch in batches(new, self.config) {
-            self.cursor.sending = batch.iter().map(|i| i.seen.clone()).collect();
-            self.cursors.intend(&mut self.cursor).await?;
-            self.deliver(&batch).await?;
-        }
+        self.send_all(batches(new, self.config), &group).await?;
         // FilterLogEvents' end is inclusive: the next slice starts after it.
         self.scan_ms = Some(hi + 1);
         let moved = (hi - self.cursor.through_ms).max(0);
@@ -240,45 +249,94 @@ impl Poller<'_> {
         })
     }
 
-    /// Sends one batch (named in the cursor already) until it is stored; then it counts
-    /// as sent.
-    async fn deliver(&mut self, items: &[Item]) -> Result<(), Error> {
-        let body = body(items);
-        let mut backoff = self.config.retry_backoff;
-        loop {
-            match self.sink.send(body.clone()).await {
-                Sent::Stored => break,
-                Sent::Retry(why) => {
-                    self.metrics.retries.inc();
-                    tracing::warn!(%why, events = items.len(), "batch not stored; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-                Sent::Refused(why) => {
-                    // Never skipped: the cursor keeps naming it, and the operator is told.
-                    return Err(Error::Refused(format!(
-                        "{} events from {}: {why}",
-                        items.len(),
-                        self.source.log_group()
-                    )));
+    /// Sends `batches`, each after its intent, with at most `max_in_flight` unanswered: the
+    /// intent of a batch is written only once the batch `max_in_flight` before it is
+    /// stored (the rule [`CursorStore::latest`] relies on). Returns once every batch sent is
+    /// stored, even after an error, so that the cursor in memory names no batch in flight.
+    async fn send_all(&mut self, batches: Vec<Vec<Item>>, group: &str) -> Result<(), Error> {
+        let window = self.config.max_in_flight.max(1);
+        let (sink, metrics, config) = (self.sink, self.metrics, self.config);
+        let mut flying = FuturesOrdered::new();
+        let mut failed = None;
+        for batch in batches {
+            while flying.len() >= window {
+                if let Some((done, r)) = flying.next().await {
+                    self.stored(done, r, &mut failed);
                 }
             }
+            if failed.is_some() {
+                break;
+            }
+            let seen: Vec<Seen> = batch.iter().map(|i| i.seen.clone()).collect();
+            if let Err(e) = self
+                .cursors
+                .intend(&mut self.cursor, &seen, window as u64)
+                .await
+            {
+                failed = Some(e);
+                break;
+            }
+            flying.push_back(async move {
+                let r = deliver(sink, metrics, config, group, &batch).await;
+                (batch, r)
+            });
         }
-        for i in items {
-            self.cursor.recent.insert(i.seen.clone());
+        while let Some((done, r)) = flying.next().await {
+            self.stored(done, r, &mut failed);
         }
-        self.cursor.sending.clear();
-        let damaged = items.iter().filter(|i| i.damaged).count();
-        self.metrics.sent.inc_by(items.len() as u64);
-        self.metrics.damaged.inc_by(damaged as u64);
-        if damaged > 0 {
-            tracing::warn!(
-                damaged,
-                "messages that are not whole events kept as damaged source events"
-            );
-        }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
+
+    /// Counts a batch's events as sent once it is stored; keeps the first error.
+    fn stored(&mut self, batch: Vec<Item>, r: Result<(), Error>, failed: &mut Option<Error>) {
+        match r {
+            Ok(()) => self.cursor.recent.extend(batch.into_iter().map(|i| i.seen)),
+            Err(e) => {
+                // A refused batch stays named in its intent: the next start sends it again.
+                failed.get_or_insert(e);
+            }
+        }
+    }
+}
+
+/// Sends one batch (named in an intent already) until it is stored.
+async fn deliver(
+    sink: &dyn Sink,
+    metrics: &Metrics,
+    config: &PollConfig,
+    group: &str,
+    items: &[Item],
+) -> Result<(), Error> {
+    let body = body(items);
+    let mut backoff = config.retry_backoff;
+    loop {
+        match sink.send(body.clone()).await {
+            Sent::Stored => break,
+            Sent::Retry(why) => {
+                metrics.retries.inc();
+                tracing::warn!(%why, events = items.len(), "batch not stored; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Sent::Refused(why) => {
+                // Never skipped: the cursor keeps naming it, and the operator is told.
+                return Err(Error::Refused(format!(
+                    "{} events from {group}: {why}",
+                    items.len()
+                )));
+            }
+        }
+    }
+    let damaged = items.iter().filter(|i| i.damaged).count();
+    metrics.sent.inc_by(items.len() as u64);
+    metrics.damaged.inc_by(damaged as u64);
+    if damaged > 0 {
+        tracing::warn!(
+            damaged,
+            "messages that are not whole events kept as damaged source events"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -341,6 +399,7 @@ mod tests {
             max_batch_bytes: 1 << 20,
             max_slice: Duration::from_secs(60),
             retry_backoff: Duration::from_millis(1),
+            max_in_flight: 2,
         };
         let metrics = Metrics::default();
         let mut p = Poller {
@@ -390,5 +449,98 @@ mod tests {
         again.resume().await.unwrap();
         assert_eq!(again.pass(20_000).await.unwrap().sent, 0);
         assert_eq!(sink.got.lock().unwrap().len(), 4);
+    }
+
+    /// Stores the first `answer` batches; every later one is received and never answered
+    /// (a kill with batches in flight).
+    struct Stalls {
+        answer: usize,
+        got: Mutex<Vec<Bytes>>,
+    }
+
+    impl Sink for Stalls {
+        fn send(&self, body: Bytes) -> BoxFuture<'_, Sent> {
+            let mut got = self.got.lock().unwrap();
+            got.push(body);
+            let n = got.len();
+            Box::pin(async move {
+                if n > self.answer {
+                    std::future::pending::<()>().await;
+                }
+                Sent::Stored
+            })
+        }
+    }
+
+    /// Killed with 3 batches in flight: the restart sends exactly those again, byte for
+    /// byte, and nothing stored before.
+    #[tokio::test]
+    async fn batches_in_flight_at_a_kill_are_sent_again_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::open(dir.path()).unwrap());
+        let cursors = CursorStore::new(store, "", "/aws/eks/t/cluster");
+        let fake = Fake {
+            events: Mutex::new((0..100).map(|i| ev(i, 10_000 + i64::from(i % 7))).collect()),
+        };
+        let config = PollConfig {
+            settle: Duration::from_secs(2),
+            overlap: Duration::from_secs(5),
+            max_batch_events: 10,
+            max_batch_bytes: 1 << 20,
+            max_slice: Duration::from_secs(60),
+            retry_backoff: Duration::from_millis(1),
+            max_in_flight: 3,
+        };
+        let metrics = Metrics::default();
+        let stalls = Stalls {
+            answer: 4,
+            got: Mutex::new(Vec::new()),
+        };
+        let mut p = Poller {
+            source: &fake,
+            sink: &stalls,
+            cursors: &cursors,
+            config: &config,
+            metrics: &metrics,
+            cursor: Cursor::new("/aws/eks/t/cluster", 0),
+            scan_ms: None,
+            rescanned_at_ms: 0,
+        };
+        cursors.advance(&mut p.cursor).await.unwrap();
+        let killed = tokio::time::timeout(Duration::from_millis(200), p.pass(13_000)).await;
+        assert!(killed.is_err(), "the pass waits for its unanswered batches");
+        let sent = stalls.got.lock().unwrap().clone();
+        // 4 stored; then at most 3 unanswered at once, so the 5th, 6th, 7th went out.
+        assert_eq!(sent.len(), 7);
+
+        let sink = Arc::new(MemorySink::default());
+        let mut again = Poller {
+            sink: &sink,
+            cursor: cursors.latest().await.unwrap().unwrap(),
+            scan_ms: None,
+            ..p
+        };
+        assert_eq!(again.cursor.in_flight.len(), 3);
+        again.resume().await.unwrap();
+        assert_eq!(sink.got.lock().unwrap().as_slice(), &sent[4..]);
+        assert_eq!(again.pass(13_000).await.unwrap().sent, 30);
+        let all: String = sent[..4]
+            .iter()
+            .chain(sink.got.lock().unwrap().iter())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        for i in 0..100 {
+            assert_eq!(all.matches(&format!(r#""id-{i}""#)).count(), 1, "{i}");
+        }
+        // Resent once only: a second restart finds nothing in flight.
+        assert!(
+            cursors
+                .latest()
+                .await
+                .unwrap()
+                .unwrap()
+                .in_flight
+                .is_empty()
+        );
     }
 }

@@ -38,13 +38,14 @@ pub trait Sink: Send + Sync {
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-/// The ingester's webhook over mutual TLS, one kept-alive connection.
+/// The ingester's webhook over mutual TLS, kept-alive connections: one per batch in flight.
 pub struct HttpsSink {
     host: String,
     port: u16,
     path: String,
     tls: sealtrail_ops::tls::Reloading<rustls::ClientConfig>,
-    conn: tokio::sync::Mutex<Option<Sender>>,
+    /// Connections not in use; a POST takes one (or opens one) and puts it back after.
+    idle: std::sync::Mutex<Vec<Sender>>,
 }
 
 impl HttpsSink {
@@ -71,7 +72,7 @@ impl HttpsSink {
                 .path_and_query()
                 .map_or("/".into(), |p| p.as_str().to_string()),
             tls,
-            conn: tokio::sync::Mutex::new(None),
+            idle: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -94,22 +95,27 @@ impl HttpsSink {
         Ok(sender)
     }
 
-    /// One POST on the kept connection; a connection the server closed meanwhile is
-    /// replaced once before the attempt counts as failed.
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Sender>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One POST on an idle connection; one the server closed meanwhile is replaced once
+    /// before the attempt counts as failed.
     async fn post(&self, body: Bytes) -> Result<(u16, String), String> {
-        let mut conn = self.conn.lock().await;
         for fresh in [false, true] {
-            let kept = match conn.take() {
-                Some(mut s) if !fresh => s.ready().await.is_ok().then_some(s),
-                _ => None,
-            };
+            let kept = if fresh { None } else { self.idle().pop() };
             let sender = match kept {
-                Some(s) => s,
+                Some(mut s) => match s.ready().await {
+                    Ok(()) => s,
+                    Err(_) => self.connect().await?,
+                },
                 None => self.connect().await?,
             };
             match self.exchange(sender, body.clone()).await {
                 Ok((sender, status, answer)) => {
-                    *conn = Some(sender);
+                    self.idle().push(sender);
                     return Ok((status, answer));
                 }
                 Err(e) if fresh => return Err(e),

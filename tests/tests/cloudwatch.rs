@@ -144,6 +144,7 @@ async fn source_config(h: &Harness, endpoint: &str, metrics: Arc<Metrics>) -> Co
             max_batch_bytes: 1 << 20,
             max_slice: Duration::from_secs(5),
             retry_backoff: Duration::from_millis(100),
+            max_in_flight: 3,
         },
         interval: Duration::from_millis(200),
         start_ms: now_ms() - 3_600_000,
