@@ -134,22 +134,10 @@ impl CursorStore {
         format!("{}{seq:020}.json", self.dir)
     }
 
-    async fn newest_listed(&self) -> Result<Option<u64>, Error> {
-        let listed = self.store.list(&self.dir).await?;
-        Ok(listed
-            .iter()
-            .filter(|o| o.irregular.is_none())
-            .filter_map(|o| {
-                let name = o.key.strip_prefix(&self.dir)?.strip_suffix(".json")?;
-                (name.len() == 20).then(|| name.parse::<u64>().ok())?
-            })
-            .max())
-    }
-
     /// The cursor: the newest snapshot and the intents after it (see the module docs), or
     /// `None` before the first step.
     pub async fn latest(&self) -> Result<Option<Cursor>, Error> {
-        let Some(newest) = self.newest_listed().await? else {
+        let Some(newest) = self.newest().await? else {
             return Ok(None);
         };
         // Newest first, back to a snapshot (at most a pass's batches away).
@@ -174,6 +162,52 @@ impl CursorStore {
             "{}: intents without a snapshot before them",
             self.dir
         )))
+    }
+
+    /// The newest sequence number, found without listing: steps are numbered 1, 2, ... with
+    /// no gap (a number is reused only when its write failed), so whether step n exists is
+    /// monotone in n and 2·log2(n) reads find the last one, where a listing would page
+    /// through every step ever written. Listed only when step 1 is gone (the store's
+    /// lifecycle expired it) or was never written.
+    async fn newest(&self) -> Result<Option<u64>, Error> {
+        if !self.exists(1).await? {
+            return self.newest_listed().await;
+        }
+        let (mut lo, mut hi) = (1u64, 2u64);
+        while self.exists(hi).await? {
+            lo = hi;
+            hi = hi.saturating_mul(2);
+        }
+        // `lo` exists, `hi` does not.
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.exists(mid).await? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(Some(lo))
+    }
+
+    async fn exists(&self, seq: u64) -> Result<bool, Error> {
+        match self.store.get_prefix(&self.key(seq), 1).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn newest_listed(&self) -> Result<Option<u64>, Error> {
+        let listed = self.store.list(&self.dir).await?;
+        Ok(listed
+            .iter()
+            .filter(|o| o.irregular.is_none())
+            .filter_map(|o| {
+                let name = o.key.strip_prefix(&self.dir)?.strip_suffix(".json")?;
+                (name.len() == 20).then(|| name.parse::<u64>().ok())?
+            })
+            .max())
     }
 
     async fn read(&self, seq: u64) -> Result<Cursor, Error> {
@@ -366,5 +400,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(step.window, 1);
+    }
+
+    /// The newest step is found by probing, at any count; with the first steps expired,
+    /// by listing.
+    #[tokio::test]
+    async fn the_newest_step_without_listing_and_after_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::open(dir.path()).unwrap());
+        let cs = CursorStore::new(store.clone(), "", "g");
+        let mut c = Cursor::new("g", 0);
+        for n in 1..=37u64 {
+            if n % 5 == 1 {
+                cs.advance(&mut c).await.unwrap();
+            } else {
+                cs.intend(&mut c, &[seen(&n.to_string())], 2).await.unwrap();
+            }
+            assert_eq!(cs.newest().await.unwrap(), Some(n));
+        }
+        let back = cs.latest().await.unwrap().unwrap();
+        assert_eq!(back.seq, 37);
+        // Snapshot 36; intent 37 (window 2) may be in flight.
+        assert_eq!(back.in_flight, vec![vec![seen("37")]]);
+        // The lifecycle expired steps 1..=10: found by listing.
+        let files = dir.path().join(cs.dir.trim_end_matches('/'));
+        for n in 1..=10u64 {
+            let f = files.join(format!("{n:020}.json"));
+            let mut perm = std::fs::metadata(&files).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)] // a test undoing write-once
+            perm.set_readonly(false);
+            std::fs::set_permissions(&files, perm).unwrap();
+            std::fs::remove_file(f).unwrap();
+        }
+        assert_eq!(cs.latest().await.unwrap().unwrap(), back);
     }
 }
