@@ -40,9 +40,10 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Most batches in flight at once: enough to keep the ingester's durable writes and the
 /// signer's group commits busy while each batch waits for its own.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
-/// Most event time read in one pass: bounds the memory of a backfill or a catch-up (at
-/// 5,000 events/s of 5 KB, about 250 MB).
-pub const DEFAULT_MAX_SLICE: Duration = Duration::from_secs(10);
+/// Most event time read in one pass: bounds the memory of a backfill or a catch-up (two
+/// slices, the one being sent and the next: at 5,000 events/s of 5 KB, about 100 MB), and
+/// small enough that reading the next and sending this one overlap.
+pub const DEFAULT_MAX_SLICE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -130,6 +131,8 @@ pub async fn run(
         cursor,
         scan_ms: None,
         rescanned_at_ms: 0,
+        prefetched: None,
+        snapshot_at_ms: 0,
     };
     tokio::pin!(shutdown);
     loop {

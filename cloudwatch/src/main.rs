@@ -56,6 +56,9 @@ struct Cli {
     /// How far back each window re-reads the previous one, seconds.
     #[arg(long, default_value_t = sealtrail_cloudwatch::DEFAULT_OVERLAP.as_secs())]
     overlap_seconds: u64,
+    /// Most event time read in one pass, milliseconds (two slices are held at once).
+    #[arg(long, default_value_t = sealtrail_cloudwatch::DEFAULT_MAX_SLICE.as_millis() as u64)]
+    max_slice_ms: u64,
     /// Time between passes, seconds.
     #[arg(long, default_value_t = sealtrail_cloudwatch::DEFAULT_POLL_INTERVAL.as_secs())]
     poll_seconds: u64,
@@ -143,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
             overlap: Duration::from_secs(cli.overlap_seconds),
             max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
-            max_slice: sealtrail_cloudwatch::DEFAULT_MAX_SLICE,
+            max_slice: Duration::from_millis(cli.max_slice_ms.max(1)),
             retry_backoff: Duration::from_millis(500),
             max_in_flight: cli.max_in_flight.max(1),
         },
