@@ -535,6 +535,8 @@ async fn bench_throughput_and_lag() {
         .port();
     let metrics_addr: std::net::SocketAddr = ([127, 0, 0, 1], metrics_port).into();
     let moto_cpu_before = cpu_tree(moto.pid().unwrap());
+    // The ingester and the signer run in this process.
+    let own_cpu_before = cpu_seconds(std::process::id());
     let t0 = Instant::now();
     let mut child = std::process::Command::new(binary("sealtrail-cloudwatch"))
         .args(["--log-group", GROUP, "--logs-endpoint", &moto.endpoint])
@@ -556,6 +558,12 @@ async fn bench_throughput_and_lag() {
         .arg(format!("--poll-seconds={poll}"))
         .arg(format!("--start={start}"))
         .arg(format!("--metrics-listen={metrics_addr}"))
+        .args(
+            std::env::var("SEALTRAIL_BENCH_SOURCE_ARGS")
+                .ok()
+                .iter()
+                .flat_map(|a| a.split_whitespace()),
+        )
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .stdout(std::process::Stdio::null())
@@ -575,13 +583,17 @@ async fn bench_throughput_and_lag() {
     let took = t0.elapsed().as_secs_f64();
     let source_cpu = cpu_seconds(child.id());
     let moto_cpu = cpu_tree(moto.pid().unwrap()) - moto_cpu_before;
+    let own_cpu = cpu_seconds(std::process::id()) - own_cpu_before;
+    let (_, text) = http_get(metrics_addr, "/metrics").await;
+    let retries = metric(&text, "sealtrail_cloudwatch_batch_retries_total").unwrap_or(0.0);
     let n = messages.len() as f64;
     eprintln!(
-        "backlog: {} events in {took:.1} s = {:.0} events/s; CPU per event: source {:.1} µs, moto {:.1} µs",
+        "backlog: {} events in {took:.1} s = {:.0} events/s; CPU per event: source {:.1} µs, moto {:.1} µs, ingester+signer {:.1} µs; {retries} batch retries",
         messages.len(),
         n / took,
         source_cpu / n * 1e6,
-        moto_cpu / n * 1e6
+        moto_cpu / n * 1e6,
+        own_cpu / n * 1e6
     );
 
     // Lag: one event put now, found in the trail.
