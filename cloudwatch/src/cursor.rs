@@ -216,15 +216,7 @@ impl CursorStore {
         if bytes.len() > MAX_CURSOR_LEN {
             return Err(Error::Cursor(format!("{key}: larger than a cursor may be")));
         }
-        let step: Cursor =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Cursor(format!("{key}: {e}")))?;
-        if step.format != CURSOR_FORMAT || step.seq != seq {
-            return Err(Error::Cursor(format!(
-                "{key}: format {:?}, seq {} (expected {CURSOR_FORMAT:?}, {seq})",
-                step.format, step.seq
-            )));
-        }
-        Ok(step)
+        parse_step(&bytes, seq).map_err(|e| Error::Cursor(format!("{key}: {e}")))
     }
 
     /// Writes an intent naming `batch` as the next step, to be sent with at most
@@ -276,9 +268,25 @@ impl CursorStore {
     }
 }
 
+/// One stored step, which must be of this format and have sequence number `seq` (unknown
+/// and duplicate members are errors).
+pub fn parse_step(bytes: &[u8], seq: u64) -> Result<Cursor, String> {
+    if bytes.len() > MAX_CURSOR_LEN {
+        return Err("larger than a cursor may be".into());
+    }
+    let step: Cursor = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if step.format != CURSOR_FORMAT || step.seq != seq {
+        return Err(format!(
+            "format {:?}, seq {} (expected {CURSOR_FORMAT:?}, {seq})",
+            step.format, step.seq
+        ));
+    }
+    Ok(step)
+}
+
 /// The cursor from its newest `snapshot` and the `intents` after it (oldest first): an
 /// intent at or below m = max(seq − window) was stored, the later ones may be in flight.
-fn resumed(mut cursor: Cursor, intents: Vec<Cursor>, newest: u64) -> Cursor {
+pub fn resumed(mut cursor: Cursor, intents: Vec<Cursor>, newest: u64) -> Cursor {
     let stored_through = intents
         .iter()
         .map(|i| i.seq.saturating_sub(i.window.max(1)))
