@@ -6,9 +6,9 @@
 //! a conflict and stops, so two writers can never both advance one cursor.
 //!
 //! Two kinds of step: before each batch is sent, an *intent* naming only that batch
-//! (`sending`, small) and how many batches may be in flight with it (`window`, w); after a
-//! pass, a *snapshot* (`through_ms` and every event sent within the overlap, `recent`). The
-//! writer keeps one rule: the intent of sequence number s is written only once the batches of
+//! (`sending`, small) and how many batches may be in flight with it (`window`, w); after
+//! passes, now and then, a *snapshot* (`through_ms` and every event sent within the
+//! overlap, `recent`). The writer keeps one rule: the intent of sequence number s is written only once the batches of
 //! every intent up to s − w are stored. So the cursor is the newest snapshot with the intents
 //! after it, split at m, the largest s − w among them: the batches of intents up to m were
 //! stored, the others may be in flight, and a restart sends each of those again, the same
@@ -140,7 +140,7 @@ impl CursorStore {
         let Some(newest) = self.newest().await? else {
             return Ok(None);
         };
-        // Newest first, back to a snapshot (at most a pass's batches away).
+        // Newest first, back to a snapshot (at most some 10 s of passes away).
         let mut intents = Vec::new();
         for seq in (1..=newest).rev() {
             let step = match self.read(seq).await {

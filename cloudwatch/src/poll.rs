@@ -164,6 +164,9 @@ pub struct Slice {
 /// written meanwhile already say what was sent.
 pub const SNAPSHOT_INTERVAL_MS: i64 = 10_000;
 
+/// Least wall time between two snapshots of a window that moved with nothing to send.
+pub const QUIET_SNAPSHOT_INTERVAL_MS: i64 = 60_000;
+
 /// What one pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pass {
@@ -180,10 +183,10 @@ impl Poller<'_> {
         if self.cursor.in_flight.is_empty() {
             return Ok(());
         }
-        let flying = std::mem::take(&mut self.cursor.in_flight);
-        let all = flying.iter().flatten();
+        let all = self.cursor.in_flight.iter().flatten();
         let lo = all.clone().map(|s| s.timestamp_ms).min().unwrap_or(0);
         let hi = all.map(|s| s.timestamp_ms).max().unwrap_or(0);
+        // Read before the batches leave the cursor: a failed read keeps them for the retry.
         let mut by_id: std::collections::HashMap<String, SourceEvent> = self
             .source
             .fetch(lo, hi)
@@ -191,6 +194,7 @@ impl Poller<'_> {
             .into_iter()
             .map(|e| (e.event_id.clone(), e))
             .collect();
+        let flying = std::mem::take(&mut self.cursor.in_flight);
         let group = self.source.log_group().to_string();
         for (n, batch) in flying.iter().enumerate() {
             let mut items = Vec::with_capacity(batch.len());
@@ -281,11 +285,12 @@ impl Poller<'_> {
             self.cursor.prune(hi - overlap);
         }
         self.metrics.set_through(self.cursor.through_ms, now_ms);
-        // The window's end is worth a snapshot after sending, now and then, or once it moved
-        // a minute: without one, a restart re-reads a longer window (and sends nothing twice:
-        // the intents since the last snapshot name what was sent).
-        let sent_a_while = count > 0 && now_ms - self.snapshot_at_ms >= SNAPSHOT_INTERVAL_MS;
-        if sent_a_while || moved >= 60_000 {
+        // The window's end is worth a snapshot after sending, now and then, or once a minute
+        // while it moves: without one, a restart re-reads a longer window (and sends nothing
+        // twice: the intents since the last snapshot name what was sent).
+        let since = now_ms - self.snapshot_at_ms;
+        let sent_a_while = count > 0 && since >= SNAPSHOT_INTERVAL_MS;
+        if sent_a_while || (moved > 0 && since >= QUIET_SNAPSHOT_INTERVAL_MS) {
             self.cursors.advance(&mut self.cursor).await?;
             self.snapshot_at_ms = now_ms;
         } else if count > 0 {
@@ -302,7 +307,7 @@ impl Poller<'_> {
     /// Sends `batches`, each after its intent, with at most `max_in_flight` unanswered: the
     /// intent of a batch is written only once the batch `max_in_flight` before it is
     /// stored (the rule [`CursorStore::latest`] relies on). Returns once every batch sent is
-    /// stored, even after an error, so that the cursor in memory names no batch in flight.
+    /// answered, even after an error, so that the cursor in memory names no batch in flight.
     async fn send_all(&mut self, batches: Vec<Vec<Item>>, group: &str) -> Result<(), Error> {
         let window = self.config.max_in_flight.max(1);
         let (sink, metrics, config) = (self.sink, self.metrics, self.config);
@@ -323,7 +328,7 @@ impl Poller<'_> {
                 .intend(&mut self.cursor, &seen, window as u64)
                 .await
             {
-                failed = Some(e);
+                keep_gravest(&mut failed, e);
                 break;
             }
             flying.push_back(async move {
@@ -337,15 +342,28 @@ impl Poller<'_> {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Counts a batch's events as sent once it is stored; keeps the first error.
+    /// Counts a batch's events as sent once it is stored; keeps the gravest error.
     fn stored(&mut self, batch: Vec<Item>, r: Result<(), Error>, failed: &mut Option<Error>) {
         match r {
             Ok(()) => self.cursor.recent.extend(batch.into_iter().map(|i| i.seen)),
             Err(e) => {
-                // A refused batch stays named in its intent: the next start sends it again.
-                failed.get_or_insert(e);
+                tracing::error!(error = %e, "batch not stored");
+                keep_gravest(failed, e);
             }
         }
+    }
+}
+
+/// Keeps the error that must end the run over one worth retrying: a refused batch (or a
+/// fence) must reach the operator, not hide behind a store error that a retry clears.
+fn keep_gravest(failed: &mut Option<Error>, e: Error) {
+    let rank = |e: &Error| match e {
+        Error::Fenced(_) => 2,
+        Error::Refused(_) => 1,
+        _ => 0,
+    };
+    if failed.as_ref().is_none_or(|f| rank(&e) > rank(f)) {
+        *failed = Some(e);
     }
 }
 
@@ -524,6 +542,24 @@ mod tests {
         }
     }
 
+    /// A source whose first read fails (throttled).
+    struct FailsOnce<'a> {
+        inner: &'a Fake,
+        failed: std::sync::atomic::AtomicBool,
+    }
+
+    impl LogSource for FailsOnce<'_> {
+        fn fetch(&self, lo: i64, hi: i64) -> BoxFuture<'_, Result<Vec<SourceEvent>, Error>> {
+            if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Box::pin(async { Err(Error::Source("ThrottlingException".into())) });
+            }
+            self.inner.fetch(lo, hi)
+        }
+        fn log_group(&self) -> &str {
+            self.inner.log_group()
+        }
+    }
+
     /// Killed with 3 batches in flight: the restart sends exactly those again, byte for
     /// byte, and nothing stored before.
     #[tokio::test]
@@ -575,7 +611,16 @@ mod tests {
             ..p
         };
         assert_eq!(again.cursor.in_flight.len(), 3);
+        // CloudWatch not answering at the restart: the batches stay named for the retry.
+        let throttled = FailsOnce {
+            inner: &fake,
+            failed: std::sync::atomic::AtomicBool::new(false),
+        };
+        again.source = &throttled;
+        assert!(matches!(again.resume().await, Err(Error::Source(_))));
+        assert_eq!(again.cursor.in_flight.len(), 3);
         again.resume().await.unwrap();
+        again.source = &fake;
         assert_eq!(sink.got.lock().unwrap().as_slice(), &sent[4..]);
         assert_eq!(again.pass(13_000).await.unwrap().sent, 30);
         let all: String = sent[..4]
