@@ -122,18 +122,14 @@ pub async fn run(
         )));
     }
     tracing::info!(log_group = %group, seq = cursor.seq, through_ms = cursor.through_ms, "source starting");
-    let mut poller = poll::Poller {
-        source: config.source.as_ref(),
-        sink: config.sink.as_ref(),
-        cursors: &cursors,
-        config: &config.poll,
-        metrics: &config.metrics,
+    let mut poller = poll::Poller::new(
+        config.source.as_ref(),
+        config.sink.as_ref(),
+        &cursors,
+        &config.poll,
+        &config.metrics,
         cursor,
-        scan_ms: None,
-        rescanned_at_ms: 0,
-        prefetched: None,
-        snapshot_at_ms: 0,
-    };
+    );
     tokio::pin!(shutdown);
     loop {
         let step = async {

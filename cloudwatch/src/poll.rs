@@ -175,7 +175,30 @@ pub struct Pass {
     pub behind: bool,
 }
 
-impl Poller<'_> {
+impl<'a> Poller<'a> {
+    /// A poller that starts from `cursor`: it re-reads the overlap first.
+    pub fn new(
+        source: &'a dyn LogSource,
+        sink: &'a dyn Sink,
+        cursors: &'a CursorStore,
+        config: &'a PollConfig,
+        metrics: &'a Metrics,
+        cursor: Cursor,
+    ) -> Self {
+        Self {
+            source,
+            sink,
+            cursors,
+            config,
+            metrics,
+            cursor,
+            scan_ms: None,
+            rescanned_at_ms: 0,
+            prefetched: None,
+            snapshot_at_ms: 0,
+        }
+    }
+
     /// Sends again the batches the cursor names as possibly in flight (a crash or a kill
     /// between naming them and their 2xx), each exactly as it was: same events, same order;
     /// then writes a snapshot, so that they are not sent a third time.
@@ -440,6 +463,19 @@ mod tests {
         }
     }
 
+    /// Settle 2 s, overlap 5 s, batches of at most so many events.
+    fn config(max_batch_events: usize, max_slice: Duration, max_in_flight: usize) -> PollConfig {
+        PollConfig {
+            settle: Duration::from_secs(2),
+            overlap: Duration::from_secs(5),
+            max_batch_events,
+            max_batch_bytes: 1 << 20,
+            max_slice,
+            retry_backoff: Duration::from_millis(1),
+            max_in_flight,
+        }
+    }
+
     fn ev(id: u32, ts: i64) -> SourceEvent {
         SourceEvent {
             event_id: format!("{id:056}"),
@@ -460,28 +496,16 @@ mod tests {
             events: Mutex::new((0..50).map(|i| ev(i, 10_000)).collect()),
         };
         let sink = Arc::new(MemorySink::default());
-        let config = PollConfig {
-            settle: Duration::from_secs(2),
-            overlap: Duration::from_secs(5),
-            max_batch_events: 20,
-            max_batch_bytes: 1 << 20,
-            max_slice: Duration::from_secs(60),
-            retry_backoff: Duration::from_millis(1),
-            max_in_flight: 2,
-        };
+        let config = config(20, Duration::from_secs(60), 2);
         let metrics = Metrics::default();
-        let mut p = Poller {
-            source: &fake,
-            sink: &sink,
-            cursors: &cursors,
-            config: &config,
-            metrics: &metrics,
-            cursor: Cursor::new("/aws/eks/t/cluster", 0),
-            scan_ms: None,
-            rescanned_at_ms: 0,
-            prefetched: None,
-            snapshot_at_ms: 0,
-        };
+        let mut p = Poller::new(
+            &fake,
+            &sink,
+            &cursors,
+            &config,
+            &metrics,
+            Cursor::new("/aws/eks/t/cluster", 0),
+        );
         assert_eq!(p.pass(13_000).await.unwrap().sent, 50);
         // Arrives late, with a timestamp inside the overlap; and a damaged one.
         fake.events.lock().unwrap().push(ev(99, 10_500));
@@ -570,32 +594,20 @@ mod tests {
         let fake = Fake {
             events: Mutex::new((0..100).map(|i| ev(i, 10_000 + i64::from(i % 7))).collect()),
         };
-        let config = PollConfig {
-            settle: Duration::from_secs(2),
-            overlap: Duration::from_secs(5),
-            max_batch_events: 10,
-            max_batch_bytes: 1 << 20,
-            max_slice: Duration::from_secs(60),
-            retry_backoff: Duration::from_millis(1),
-            max_in_flight: 3,
-        };
+        let config = config(10, Duration::from_secs(60), 3);
         let metrics = Metrics::default();
         let stalls = Stalls {
             answer: 4,
             got: Mutex::new(Vec::new()),
         };
-        let mut p = Poller {
-            source: &fake,
-            sink: &stalls,
-            cursors: &cursors,
-            config: &config,
-            metrics: &metrics,
-            cursor: Cursor::new("/aws/eks/t/cluster", 0),
-            scan_ms: None,
-            rescanned_at_ms: 0,
-            prefetched: None,
-            snapshot_at_ms: 0,
-        };
+        let mut p = Poller::new(
+            &fake,
+            &stalls,
+            &cursors,
+            &config,
+            &metrics,
+            Cursor::new("/aws/eks/t/cluster", 0),
+        );
         cursors.advance(&mut p.cursor).await.unwrap();
         let killed = tokio::time::timeout(Duration::from_millis(200), p.pass(13_000)).await;
         assert!(killed.is_err(), "the pass waits for its unanswered batches");
@@ -654,28 +666,16 @@ mod tests {
             events: Mutex::new((0..300).map(|i| ev(i, i64::from(i) * 31)).collect()),
         };
         let sink = Arc::new(MemorySink::default());
-        let config = PollConfig {
-            settle: Duration::from_secs(2),
-            overlap: Duration::from_secs(5),
-            max_batch_events: 7,
-            max_batch_bytes: 1 << 20,
-            max_slice: Duration::from_millis(900),
-            retry_backoff: Duration::from_millis(1),
-            max_in_flight: 3,
-        };
+        let config = config(7, Duration::from_millis(900), 3);
         let metrics = Metrics::default();
-        let mut p = Poller {
-            source: &fake,
-            sink: &sink,
-            cursors: &cursors,
-            config: &config,
-            metrics: &metrics,
-            cursor: Cursor::new("/aws/eks/t/cluster", 0),
-            scan_ms: None,
-            rescanned_at_ms: 0,
-            prefetched: None,
-            snapshot_at_ms: 0,
-        };
+        let mut p = Poller::new(
+            &fake,
+            &sink,
+            &cursors,
+            &config,
+            &metrics,
+            Cursor::new("/aws/eks/t/cluster", 0),
+        );
         cursors.advance(&mut p.cursor).await.unwrap();
         let mut passes = 0;
         let now = 12_000;
