@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod authz;
+mod cache;
 pub mod fence;
 pub mod keys;
 pub mod kms;

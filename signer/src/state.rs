@@ -49,6 +49,7 @@ use sealtrail_core::merkle::{self, HASH_LEN, Hash, HashReader};
 use sha2::{Digest as _, Sha256};
 
 use crate::Error;
+use crate::cache::{HashCache, TAIL_HASHES};
 
 const LOCK_FILE: &str = "signer.lock";
 const HASHES_FILE: &str = "hashes";
@@ -77,11 +78,14 @@ pub struct State {
     /// Entries in `checkpoints.idx`: the number of checkpoints.
     count: u64,
     latest: Option<SignedCheckpoint>,
+    /// The newest stored hashes and the old ones recent proofs share (bounded).
+    cache: HashCache,
 }
 
-/// Reads stored hashes from the file, plus ones computed but not yet written.
+/// Reads stored hashes from memory or the file, plus ones computed but not yet written.
 pub struct Reader<'a> {
     file: &'a File,
+    cache: &'a HashCache,
     stored: u64,
     pending: &'a [Hash],
 }
@@ -97,10 +101,14 @@ impl HashReader for Reader<'_> {
                         sealtrail_core::Error::Proof(format!("stored hash {i} not present"))
                     });
                 }
+                if let Some(h) = self.cache.get(i) {
+                    return Ok(h);
+                }
                 let mut h = [0u8; HASH_LEN];
                 self.file
                     .read_exact_at(&mut h, i * HASH_LEN as u64)
                     .map_err(|e| sealtrail_core::Error::Proof(format!("stored hash {i}: {e}")))?;
+                self.cache.remember(i, h);
                 Ok(h)
             })
             .collect()
@@ -180,6 +188,7 @@ impl State {
             hashes.sync_all()?;
         }
         let count = repair_index(dir, &index, &checkpoints, offset, latest.as_ref())?;
+        let cache = load_tail(&hashes, stored)?;
         let state = Self {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -191,6 +200,7 @@ impl State {
             index,
             count,
             latest,
+            cache,
         };
         if let Some(cp) = &state.latest {
             let root = merkle::tree_root(size, &state.reader(&[]))?;
@@ -237,6 +247,7 @@ impl State {
             );
             self.hashes.set_len(self.stored * HASH_LEN as u64)?;
             self.hashes.sync_all()?;
+            self.cache.truncate(self.stored);
             self.uncommitted = 0;
         }
         Ok(())
@@ -270,6 +281,7 @@ impl State {
         }
         let reader = Reader {
             file: &self.hashes,
+            cache: &self.cache,
             stored: needed,
             pending: &[],
         };
@@ -343,6 +355,7 @@ impl State {
     pub fn reader<'a>(&'a self, pending: &'a [Hash]) -> Reader<'a> {
         Reader {
             file: &self.hashes,
+            cache: &self.cache,
             stored: self.stored,
             pending,
         }
@@ -372,6 +385,7 @@ impl State {
         self.hashes
             .write_all_at(&buf, self.stored * HASH_LEN as u64)?;
         self.hashes.sync_data()?;
+        self.cache.extend(self.stored, pending);
         self.uncommitted = pending.len() as u64;
         Ok(())
     }
@@ -380,6 +394,7 @@ impl State {
     pub fn discard_hashes(&mut self) -> Result<(), Error> {
         self.hashes.set_len(self.stored * HASH_LEN as u64)?;
         self.hashes.sync_data()?;
+        self.cache.truncate(self.stored);
         self.uncommitted = 0;
         Ok(())
     }
@@ -447,6 +462,23 @@ impl State {
         }
         Ok(out)
     }
+}
+
+/// The newest durable stored hashes (up to [`TAIL_HASHES`]), read in one go at open.
+fn load_tail(hashes: &File, stored: u64) -> Result<HashCache, Error> {
+    let n = stored.min(TAIL_HASHES as u64);
+    let start = stored - n;
+    let mut buf = vec![0u8; n as usize * HASH_LEN];
+    hashes.read_exact_at(&mut buf, start * HASH_LEN as u64)?;
+    let tail = buf
+        .chunks_exact(HASH_LEN)
+        .map(|c| {
+            let mut h = [0u8; HASH_LEN];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect();
+    Ok(HashCache::new(start, tail))
 }
 
 fn read_index_entry(index: &File, k: u64) -> Result<(u64, u64), Error> {
@@ -646,6 +678,58 @@ mod tests {
         .unwrap();
         state.commit(cp.clone(), pending.len() as u64).unwrap();
         cp
+    }
+
+    /// Proofs and roots through the in-memory cache equal those of a memory log, for a log
+    /// well past the cache's tail, after a discarded commit and after a reopen.
+    #[test]
+    fn proofs_through_the_cache_match_a_memory_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(dir.path()).unwrap();
+        let mut mem = merkle::MemoryLog::new();
+        let check = |state: &State, mem: &merkle::MemoryLog| {
+            let size = state.size();
+            let r = state.reader(&[]);
+            assert_eq!(merkle::tree_root(size, &r).unwrap(), mem.root());
+            for i in [0, 1, size / 3, size / 2, size - 40_000, size - 2, size - 1] {
+                assert_eq!(
+                    merkle::inclusion_proof(i, size, &r).unwrap(),
+                    mem.inclusion_proof(i, size).unwrap(),
+                    "leaf {i} of {size}"
+                );
+            }
+            // Once more: the second round reads old hashes from the memo.
+            let i = size - 1;
+            assert_eq!(
+                merkle::inclusion_proof(i, size, &r).unwrap(),
+                mem.inclusion_proof(i, size).unwrap()
+            );
+        };
+        for n in [9_000, 30_001, 25_000, 17, 20_000] {
+            let first = state.size();
+            commit_leaves(&mut state, n);
+            for i in first..first + n {
+                mem.append(merkle::leaf_hash(&i.to_le_bytes()));
+            }
+        }
+        assert!(merkle::stored_hash_count(state.size()) > 2 * TAIL_HASHES as u64);
+        check(&state, &mem);
+        // Hashes written for a commit that failed are cut from the cache too.
+        let junk: Vec<Hash> = (0..50u64)
+            .map(|i| merkle::leaf_hash(&[i as u8, 7]))
+            .collect();
+        let pending = state.stage(&junk).unwrap();
+        state.write_hashes(&pending).unwrap();
+        state.discard_hashes().unwrap();
+        let first = state.size();
+        commit_leaves(&mut state, 3);
+        for i in first..first + 3 {
+            mem.append(merkle::leaf_hash(&i.to_le_bytes()));
+        }
+        check(&state, &mem);
+        drop(state);
+        let state = State::open(dir.path()).unwrap();
+        check(&state, &mem);
     }
 
     #[test]
