@@ -43,7 +43,29 @@ pub struct EventBatch {
 /// Parses a webhook body (`EventList`) and canonicalizes every item. Any problem with any
 /// item refuses the whole batch: the apiserver re-sends batches whole.
 pub fn parse_event_list(body: &[u8]) -> Result<EventBatch, Error> {
-    let value = jcs::parse(body)?;
+    // Items are canonicalized as the parser completes them, once `kind` and `apiVersion`
+    // came first (as Go's encoder writes them): the body's whole tree, several times the
+    // body's size, is never held. Items before them wait in the tree and are done below.
+    let mut events = Vec::new();
+    let mut scratch = Vec::new();
+    let mut early = |top: &[(String, Value)], index: usize, item: Value| {
+        if index >= MAX_EVENTS_PER_BATCH {
+            return Err(too_many(format!("more than {MAX_EVENTS_PER_BATCH}")));
+        }
+        let member = |name: &str| {
+            top.iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.as_str())
+        };
+        match (member("kind"), member("apiVersion")) {
+            (Some("EventList"), Some(v)) if SUPPORTED_API_VERSIONS.contains(&v) => {
+                events.push(canonical_event_in(item, v, index, Some(&mut scratch))?);
+                Ok(None)
+            }
+            _ => Ok(Some(item)),
+        }
+    };
+    let value = jcs::parse_with_items(body, "items", &mut early)?;
     let Value::Object(mut list) = value else {
         return Err(Error::Batch("body is not a JSON object".into()));
     };
@@ -66,21 +88,28 @@ pub fn parse_event_list(body: &[u8]) -> Result<EventBatch, Error> {
         Some(Value::Null) | None => Vec::new(),
         Some(_) => return Err(Error::Batch("items is not an array".into())),
     };
-    if items.len() > MAX_EVENTS_PER_BATCH {
-        return Err(Error::Limit(format!(
-            "{} events in one batch (max {MAX_EVENTS_PER_BATCH})",
-            items.len()
-        )));
+    if events.len() + items.len() > MAX_EVENTS_PER_BATCH {
+        return Err(too_many((events.len() + items.len()).to_string()));
     }
-    let events = items
-        .into_iter()
-        .enumerate()
-        .map(|(index, item)| canonical_event(item, &api_version, index))
-        .collect::<Result<Vec<_>, _>>()?;
+    for item in items {
+        let index = events.len();
+        events.push(canonical_event_in(
+            item,
+            &api_version,
+            index,
+            Some(&mut scratch),
+        )?);
+    }
     Ok(EventBatch {
         api_version,
         events,
     })
+}
+
+fn too_many(n: String) -> Error {
+    Error::Limit(format!(
+        "{n} events in one batch (max {MAX_EVENTS_PER_BATCH})"
+    ))
 }
 
 /// Canonicalizes one event line as the log-file backend writes it (with `kind` and
@@ -151,13 +180,33 @@ pub fn canonical_event(
     api_version: &str,
     index: usize,
 ) -> Result<CanonicalEvent, Error> {
+    canonical_event_in(item, api_version, index, None)
+}
+
+/// [`canonical_event`], written through `scratch` (a buffer reused across the events of
+/// a batch) when one is given, then copied at its exact size: growing each event's own
+/// buffer reallocates a dozen times and keeps up to twice its size for as long as the
+/// batch waits to be sealed.
+fn canonical_event_in(
+    item: Value,
+    api_version: &str,
+    index: usize,
+    scratch: Option<&mut Vec<u8>>,
+) -> Result<CanonicalEvent, Error> {
     let bad = |reason: String| Error::Event { index, reason };
     let Value::Object(mut obj) = item else {
         return Err(bad("item is not a JSON object".into()));
     };
     let (audit_id, stage, stage_timestamp) = stamped_fields(&mut obj, api_version).map_err(bad)?;
     let value = Value::Object(obj);
-    let canonical = value.to_canonical();
+    let canonical = match scratch {
+        Some(buf) => {
+            buf.clear();
+            value.write_canonical(buf);
+            buf.clone()
+        }
+        None => value.to_canonical(),
+    };
     Ok(CanonicalEvent {
         leaf_hash: leaf_hash(&canonical),
         canonical,
@@ -204,6 +253,54 @@ mod tests {
             r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{items}]}}"#
         )
         .into_bytes()
+    }
+
+    /// Items canonicalized as they are parsed give exactly what the whole tree gives, in
+    /// whatever order the list's members come, and refuse what it refuses.
+    #[test]
+    fn items_canonicalized_while_parsing_agree_with_the_tree() {
+        let items = r#"{"auditID":"a","stage":"x","n":1},{"stage":"y","auditID":"b"}"#;
+        let v1 = "audit.k8s.io/v1";
+        let bodies = [
+            format!(
+                r#"{{"kind":"EventList","apiVersion":"{v1}","metadata":{{}},"items":[{items}]}}"#
+            ),
+            format!(r#"{{"items":[{items}],"apiVersion":"{v1}","kind":"EventList"}}"#),
+            format!(r#"{{"apiVersion":"{v1}","items":[{items}],"kind":"EventList"}}"#),
+        ];
+        let want = parse_event_list(bodies[0].as_bytes()).unwrap();
+        assert_eq!(want.events.len(), 2);
+        assert_eq!(want.events[1].audit_id, "b");
+        for b in &bodies {
+            let got = parse_event_list(b.as_bytes()).unwrap();
+            let pairs = got.events.iter().zip(&want.events);
+            assert!(
+                pairs
+                    .clone()
+                    .all(|(g, w)| g.canonical == w.canonical && g.leaf_hash == w.leaf_hash)
+            );
+            assert_eq!(got.events.len(), want.events.len());
+        }
+        // The same refusals: a bad item, a wrong kind after the items, a duplicate list key.
+        for b in [
+            format!(r#"{{"kind":"EventList","apiVersion":"{v1}","items":[{{"auditID":"a"}}]}}"#),
+            format!(r#"{{"items":[{items}],"kind":"Pod","apiVersion":"{v1}"}}"#),
+            format!(r#"{{"kind":"EventList","apiVersion":"{v1}","items":[{items}],"items":[]}}"#),
+            format!(r#"{{"kind":"EventList","apiVersion":"{v1}","items":[{items}]"#),
+        ] {
+            assert!(parse_event_list(b.as_bytes()).is_err(), "{b}");
+        }
+    }
+
+    /// A list over the item limit is refused while parsing, before the rest is read.
+    #[test]
+    fn the_item_limit_stops_the_parse() {
+        let one = r#"{"auditID":"a","stage":"x"}"#;
+        let mut items = vec![one; MAX_EVENTS_PER_BATCH + 1].join(",");
+        // Broken after the limit: only the limit can have stopped it.
+        items.push_str(",{");
+        let e = parse_event_list(&list(&items)).unwrap_err();
+        assert!(matches!(e, Error::Limit(_)), "{e}");
     }
 
     /// The check without canonicalizing accepts exactly what parse_event_line accepts.

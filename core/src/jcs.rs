@@ -364,6 +364,39 @@ pub fn parse(input: &[u8]) -> Result<Value, Error> {
         text,
         bytes: input,
         pos: 0,
+        hook: None,
+    }
+    .parse_document()
+}
+
+/// What [`parse_with_items`] calls with each element of the top-level `items` array: the
+/// top-level members parsed before `items`, the element's position, the element. It
+/// returns the element to keep it in the tree, or `None` once it has consumed it.
+pub type ItemHook<'h> =
+    dyn FnMut(&[(String, Value)], usize, Value) -> Result<Option<Value>, Error> + 'h;
+
+/// [`parse`] of a document whose top-level object holds a large array under `key`: each
+/// element is handed to `hook` as soon as it is complete, so that a caller that turns
+/// elements into something smaller never holds the whole tree. The checks are those of
+/// [`parse`], and an error of the hook stops the parse.
+pub fn parse_with_items(input: &[u8], key: &str, hook: &mut ItemHook<'_>) -> Result<Value, Error> {
+    if input.starts_with(b"\xEF\xBB\xBF") {
+        return Err(err(
+            JsonErrorKind::Syntax("byte order mark is not allowed"),
+            0,
+        ));
+    }
+    let text =
+        std::str::from_utf8(input).map_err(|e| err(JsonErrorKind::InvalidUtf8, e.valid_up_to()))?;
+    Parser {
+        text,
+        bytes: input,
+        pos: 0,
+        hook: Some(Hook {
+            key,
+            f: hook,
+            seen: 0,
+        }),
     }
     .parse_document()
 }
@@ -428,9 +461,32 @@ struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    hook: Option<Hook<'a>>,
+}
+
+struct Hook<'a> {
+    key: &'a str,
+    f: &'a mut ItemHook<'a>,
+    /// Elements offered so far.
+    seen: usize,
 }
 
 impl Parser<'_> {
+    /// Offers a completed element of an array to the hook if the array is the top-level
+    /// object's member the hook asked for; what comes back stays in the array.
+    fn offer(&mut self, stack: &[Frame], value: Value) -> Result<Option<Value>, Error> {
+        let (Some(hook), [Frame::Object(top), Frame::Array(_)]) = (self.hook.as_mut(), stack)
+        else {
+            return Ok(Some(value));
+        };
+        if top.key != hook.key {
+            return Ok(Some(value));
+        }
+        let at = hook.seen;
+        hook.seen += 1;
+        (hook.f)(&top.members, at, value)
+    }
+
     #[inline]
     fn skip_ws(&mut self) {
         while let Some(&b) = self.bytes.get(self.pos) {
@@ -527,8 +583,13 @@ impl Parser<'_> {
                         }
                         return Ok(value);
                     }
-                    Some(Frame::Array(items)) => {
-                        items.push(value);
+                    Some(Frame::Array(_)) => {
+                        if let Some(value) = self.offer(&stack, value)? {
+                            let Some(Frame::Array(items)) = stack.last_mut() else {
+                                unreachable!("top frame is an array")
+                            };
+                            items.push(value);
+                        }
                         self.skip_ws();
                         match self.peek() {
                             Some(b',') => {
