@@ -22,6 +22,7 @@ use crate::checkpoint::SignedCheckpoint;
 use crate::event::CanonicalEvent;
 use crate::jcs::{self, Number, Object, Value};
 use crate::merkle::{Hash, MAX_PROOF_HASHES, leaf_hash};
+use std::io::Write as _;
 
 /// The `format` value of version 1 segments (signed as received, before sealing existed).
 pub const SEGMENT_FORMAT: &str = "sealtrail-segment/v1";
@@ -142,14 +143,17 @@ fn write_record(out: &mut Vec<u8>, index: u64, canonical_event: &[u8], proof: &[
     out.extend_from_slice(b"{\"event\":");
     out.extend_from_slice(canonical_event);
     out.extend_from_slice(b",\"index\":");
-    out.extend_from_slice(index.to_string().as_bytes());
+    let _ = write!(out, "{index}");
     out.extend_from_slice(b",\"proof\":[");
+    let mut hex_hash = [0u8; 2 * crate::merkle::HASH_LEN];
     for (j, h) in proof.iter().enumerate() {
         if j > 0 {
             out.push(b',');
         }
         out.push(b'"');
-        out.extend_from_slice(hex::encode(h).as_bytes());
+        // Cannot fail: the buffer is exactly twice the hash's length.
+        let _ = hex::encode_to_slice(h, &mut hex_hash);
+        out.extend_from_slice(&hex_hash);
         out.push(b'"');
     }
     out.extend_from_slice(b"]}");
