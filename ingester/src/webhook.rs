@@ -253,6 +253,8 @@ async fn persist(
     let received_ms = crate::now_ms();
     let (bytes, sha256) =
         pending::encode(received_ms, &events).map_err(|e| Error::Internal(e.to_string()))?;
+    // Shared, not copied, by the spool's blocking write and the store's.
+    let bytes = bytes::Bytes::from(bytes);
     let key = pending::object_key(&app.prefix, &events, received_ms);
     let spool_name = match &app.spool {
         Some(spool) => Some(spool_write(&app, spool, received_ms, &sha256, bytes.clone()).await?),
@@ -318,7 +320,7 @@ async fn spool_write(
     spool: &Arc<Spool>,
     received_ms: u64,
     sha256: &Hash,
-    bytes: Vec<u8>,
+    bytes: bytes::Bytes,
 ) -> Result<String, Error> {
     let name = spool::record_name(received_ms, sha256);
     let (spool, record) = (spool.clone(), name.clone());
@@ -349,12 +351,17 @@ enum Stored {
 /// Writes the pending object. With a spool record already durable, a store that fails or
 /// is slow does not fail the request (the sealer writes it later), and a store known to be
 /// down is not even tried; without one, the store's answer is the request's.
-async fn store_pending(app: &App, key: &str, bytes: &[u8], spooled: bool) -> Result<Stored, Error> {
+async fn store_pending(
+    app: &App,
+    key: &str,
+    bytes: &bytes::Bytes,
+    spooled: bool,
+) -> Result<Stored, Error> {
     let m = &app.metrics;
     if spooled && !m.store_ok.load(Ordering::Relaxed) {
         return Ok(Stored::No);
     }
-    let put = app.store.put_new(key, bytes);
+    let put = app.store.put_new_owned(key, bytes.clone());
     let outcome = if spooled {
         match tokio::time::timeout(app.store_ack_timeout, put).await {
             Ok(r) => r,

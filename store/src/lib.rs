@@ -155,6 +155,16 @@ pub trait ObjectStore: Send + Sync + 'static {
         bytes: &'a [u8],
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>>;
 
+    /// [`Self::put_new`] of bytes the caller gives away, so that a backend that must own
+    /// them (a blocking task, an HTTP body) need not copy megabytes per object.
+    fn put_new_owned<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: bytes::Bytes,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(async move { self.put_new(key, &bytes).await })
+    }
+
     /// Reads a whole object.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Vec<u8>, StoreError>>;
 

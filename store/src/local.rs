@@ -241,8 +241,16 @@ impl ObjectStore for LocalDirStore {
         key: &'a str,
         bytes: &'a [u8],
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        self.put_new_owned(key, bytes::Bytes::copy_from_slice(bytes))
+    }
+
+    fn put_new_owned<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: bytes::Bytes,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
         let this = self.clone();
-        let (key, bytes) = (key.to_string(), bytes.to_vec());
+        let key = key.to_string();
         blocking(move || this.put_blocking(&key, &bytes))
     }
 

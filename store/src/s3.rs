@@ -357,7 +357,7 @@ impl S3Store {
         })
     }
 
-    async fn put_impl(&self, key: &str, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
+    async fn put_impl(&self, key: &str, bytes: bytes::Bytes) -> Result<PutOutcome, StoreError> {
         validate_key(key)?;
         let bucket = &self.config.bucket;
         let retain_until = SystemTime::now()
@@ -373,7 +373,7 @@ impl S3Store {
             .object_lock_mode(self.config.lock_mode.sdk())
             .object_lock_retain_until_date(DateTime::from(retain_until))
             .content_type(CONTENT_TYPE)
-            .body(ByteStream::from(bytes.to_vec()))
+            .body(ByteStream::from(bytes.clone()))
             .send()
             .await;
         match result {
@@ -593,6 +593,14 @@ impl ObjectStore for S3Store {
         &'a self,
         key: &'a str,
         bytes: &'a [u8],
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(self.put_impl(key, bytes::Bytes::copy_from_slice(bytes)))
+    }
+
+    fn put_new_owned<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: bytes::Bytes,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
         Box::pin(self.put_impl(key, bytes))
     }
