@@ -33,6 +33,9 @@ use crate::spool::Spool;
 
 /// Most batches sealed together (one Append each, sharing the signer's group commit).
 pub const MAX_GROUP: usize = 64;
+/// Bytes of pending batches one group seals at most (about 15 full batches of the sample
+/// events): their segments are in memory together.
+pub const MAX_GROUP_BYTES: u64 = 32 * 1024 * 1024;
 /// First and longest wait between attempts of a failing step.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -63,7 +66,7 @@ pub struct Sealer {
     pub signer: SignerClient<Channel>,
     pub spool: Option<Arc<Spool>>,
     pub metrics: Arc<Metrics>,
-    /// Bytes of events held in memory by queued entries, at most.
+    /// Bytes of events held in memory by queued entries and the group being sealed, at most.
     pub memory_budget: usize,
     queue: Mutex<Queue>,
     wake: Notify,
@@ -110,12 +113,7 @@ impl Sealer {
     /// Queues an acknowledged batch.
     pub fn submit(&self, mut entry: Entry) {
         let mut q = self.lock();
-        let size: usize = entry
-            .events
-            .iter()
-            .flatten()
-            .map(|e| e.canonical.len())
-            .sum();
+        let size = held_bytes(&entry);
         if q.held + size > self.memory_budget {
             entry.events = None;
         } else {
@@ -154,16 +152,21 @@ impl Sealer {
     pub async fn run(self: Arc<Self>) {
         let mut deferred: Vec<Entry> = Vec::new();
         loop {
-            let group = {
+            let (group, group_held) = {
                 let mut q = self.lock();
                 let mut group = std::mem::take(&mut deferred);
                 // Batches read back from the spool or the store count against the memory
-                // budget too (at least one is taken, whatever its size).
-                let mut loading = 0u64;
+                // budget too, and a group holds at most MAX_GROUP_BYTES of batches (at
+                // least one is taken, whatever its size): each becomes a segment in
+                // memory while the group is sealed.
+                let (mut loading, mut bytes, mut held) = (0u64, 0u64, 0usize);
                 while group.len() < MAX_GROUP {
                     let Some(front) = q.entries.front() else {
                         break;
                     };
+                    if !group.is_empty() && bytes + front.len > MAX_GROUP_BYTES {
+                        break;
+                    }
                     if front.events.is_none() {
                         if !group.is_empty() && loading + front.len > self.memory_budget as u64 {
                             break;
@@ -173,18 +176,14 @@ impl Sealer {
                     let Some(e) = q.entries.pop_front() else {
                         break;
                     };
-                    q.held -= e
-                        .events
-                        .iter()
-                        .flatten()
-                        .map(|e| e.canonical.len())
-                        .sum::<usize>();
+                    bytes += e.len;
+                    held += held_bytes(&e);
                     group.push(e);
                 }
                 if group.is_empty() && q.draining {
                     return;
                 }
-                group
+                (group, held)
             };
             if group.is_empty() {
                 self.wake.notified().await;
@@ -200,6 +199,9 @@ impl Sealer {
                 }
             }))
             .await;
+            // The group's events stay counted until they are sealed: the budget bounds what
+            // is queued and what is being sealed together.
+            self.lock().held -= group_held;
             self.done(&sealed.iter().collect::<Vec<_>>());
         }
     }
@@ -345,7 +347,7 @@ impl Sealer {
                     "re-encoded batch differs from its record".into(),
                 ));
             }
-            match self.store.put_new(&e.key, &bytes).await {
+            match self.store.put_new_owned(&e.key, bytes.into()).await {
                 Ok(_) => p.stored = true,
                 // Another attempt of this batch stored it first (perhaps one that failed
                 // after the write): seal the stored object.
@@ -375,7 +377,7 @@ impl Sealer {
             let bytes = segment::encode_with(first, cp, Some(&sealed), events, proofs)
                 .map_err(|x| Permanent("encode", x.to_string()))?;
             let key = segment::object_key(&self.prefix, cp.checkpoint.time_ms, first, e.count);
-            match self.store.put_new(&key, &bytes).await {
+            match self.store.put_new_owned(&key, bytes.into()).await {
                 Ok(_) => {}
                 Err(StoreError::Conflict(_)) => {
                     self.check_sealed_elsewhere(&key, first, &leaves).await?
@@ -502,6 +504,11 @@ fn split_duplicates(
         }
     }
     (now, later)
+}
+
+/// Event bytes an entry holds in memory.
+fn held_bytes(e: &Entry) -> usize {
+    e.events.iter().flatten().map(|e| e.canonical.len()).sum()
 }
 
 type Answer = ((u64, SignedCheckpoint), Vec<Vec<Hash>>);
