@@ -7,11 +7,16 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sealtrail_core::event::{parse_event_line, parse_event_list};
 use sha2::{Digest as _, Sha256};
 
+/// The sample events, or the JSON Lines file `SEALTRAIL_BENCH_EVENTS` names (so that
+/// `scripts/bench-load` measures its floor over exactly the events it sends).
 fn events() -> Vec<Vec<u8>> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/k8s-audit/events.jsonl"
-    );
+    let path = std::env::var("SEALTRAIL_BENCH_EVENTS").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/k8s-audit/events.jsonl"
+        )
+        .to_string()
+    });
     std::fs::read(path)
         .unwrap()
         .split(|b| *b == b'\n')

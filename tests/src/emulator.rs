@@ -895,6 +895,23 @@ pub struct EmulatorReport {
     /// The last error of each dropped batch.
     pub errors: Vec<String>,
     pub elapsed: Duration,
+    /// CPU time (user + system) this process spent while sending, from `/proc/self/stat`;
+    /// building the batches beforehand is not counted. `None` where `/proc` is missing.
+    pub cpu: Option<Duration>,
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`: 100 on every Linux ABI).
+const USER_HZ: u64 = 100;
+
+/// CPU time (user + system) of this process so far.
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut f = rest.split_ascii_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 1000 / USER_HZ))
 }
 
 impl EmulatorReport {
@@ -996,6 +1013,14 @@ impl EmulatorReport {
             ms(self.p50()),
             ms(self.p99())
         );
+        if let Some(cpu) = self.cpu {
+            let per_event = cpu.as_secs_f64() * 1e6 / self.events_sent.max(1) as f64;
+            let _ = writeln!(
+                s,
+                "emulator CPU while sending: {:.2} s, {per_event:.1} µs per event",
+                cpu.as_secs_f64()
+            );
+        }
         for e in self.errors.iter().take(5) {
             let _ = writeln!(s, "dropped batch: {e}");
         }
@@ -1017,6 +1042,7 @@ impl EmulatorReport {
             "transport_errors": self.transport_errors,
             "status_counts": self.status_counts.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
             "elapsed_ms": ms(self.elapsed),
+            "cpu_ms": self.cpu.map(ms),
             "events_per_sec": self.events_per_sec(),
             "batch_latency_p50_ms": self.p50().map(ms),
             "batch_latency_p99_ms": self.p99().map(ms),
@@ -1046,6 +1072,7 @@ pub async fn run_batches(
         shares[i % n].push(b);
     }
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let mut apiservers = Vec::new();
     for share in shares {
         let client = client(cfg)?;
@@ -1059,6 +1086,9 @@ pub async fn run_batches(
         }
     }
     report.elapsed = start.elapsed();
+    report.cpu = process_cpu()
+        .zip(cpu_start)
+        .map(|(end, start)| end.saturating_sub(start));
     Ok(report)
 }
 
