@@ -68,9 +68,8 @@ pub fn encode(received_ms: u64, events: &[CanonicalEvent]) -> Result<(Vec<u8>, H
     Ok((out, sha))
 }
 
-/// Reads a pending batch strictly: a canonical header of exactly these members, then
-/// exactly `count` lines, each the canonical form of a stamped event.
-pub fn parse(bytes: &[u8]) -> Result<PendingBatch, Error> {
+/// The header of a pending batch, checked: `(count, received_ms, where the events start)`.
+fn parse_header(bytes: &[u8]) -> Result<(u64, u64, usize), Error> {
     let bad = |why: String| Error::Segment(format!("pending batch: {why}"));
     if bytes.len() > MAX_PENDING_LEN {
         return Err(bad(format!(
@@ -106,7 +105,42 @@ pub fn parse(bytes: &[u8]) -> Result<PendingBatch, Error> {
         .get("received_ms")
         .and_then(Value::as_u64)
         .ok_or_else(|| bad("invalid received_ms".into()))?;
-    let body = &bytes[end + 1..];
+    Ok((count, received_ms, end + 1))
+}
+
+/// The event lines of a pending batch (byte ranges, newline excluded) and its
+/// `received_ms`, with the header checked as [`parse`] does and the lines counted, but the
+/// events themselves not parsed: only for bytes already known to be a valid batch, such as
+/// the ingester's own, read back and matched against the SHA-256 it computed when it wrote
+/// them.
+pub fn split_lines(bytes: &[u8]) -> Result<(u64, Vec<std::ops::Range<usize>>), Error> {
+    let (count, received_ms, start) = parse_header(bytes)?;
+    let mut lines = Vec::with_capacity(count as usize);
+    let mut at = start;
+    for line in bytes[start..].split_inclusive(|b| *b == b'\n') {
+        let Some(body) = line.strip_suffix(b"\n") else {
+            return Err(Error::Segment(
+                "pending batch: last line has no newline".into(),
+            ));
+        };
+        lines.push(at..at + body.len());
+        at += line.len();
+    }
+    if lines.len() as u64 != count {
+        return Err(Error::Segment(format!(
+            "pending batch: {} event lines, header says {count}",
+            lines.len()
+        )));
+    }
+    Ok((received_ms, lines))
+}
+
+/// Reads a pending batch strictly: a canonical header of exactly these members, then
+/// exactly `count` lines, each the canonical form of a stamped event.
+pub fn parse(bytes: &[u8]) -> Result<PendingBatch, Error> {
+    let bad = |why: String| Error::Segment(format!("pending batch: {why}"));
+    let (count, received_ms, body_start) = parse_header(bytes)?;
+    let body = &bytes[body_start..];
     let mut events = Vec::with_capacity(count as usize);
     for (i, line) in body.split_inclusive(|b| *b == b'\n').enumerate() {
         let line_no = i + 2;
@@ -251,5 +285,28 @@ mod tests {
             assert!(parse(v.as_bytes()).is_err(), "{v}");
         }
         assert!(parse(&bytes).is_ok());
+    }
+
+    /// The lines split_lines finds are exactly the canonical events, and it refuses what
+    /// does not have the shape of a batch (the events themselves it leaves unchecked).
+    #[test]
+    fn split_lines_finds_the_canonical_events() {
+        let evs = events();
+        let (bytes, _) = encode(5, &evs).unwrap();
+        let (ms, lines) = split_lines(&bytes).unwrap();
+        assert_eq!(ms, 5);
+        let got: Vec<&[u8]> = lines.iter().map(|l| &bytes[l.clone()]).collect();
+        let want: Vec<&[u8]> = evs.iter().map(|e| &e.canonical[..]).collect();
+        assert_eq!(got, want);
+        let text = String::from_utf8(bytes).unwrap();
+        for v in [
+            text.replace("\"count\":2", "\"count\":3"),
+            text.replace("\"count\":2", "\"count\":1"),
+            text.trim_end_matches('\n').to_string(),
+            text.replace("sealtrail-pending/v1", "sealtrail-pending/v2"),
+            String::new(),
+        ] {
+            assert!(split_lines(v.as_bytes()).is_err(), "{v}");
+        }
     }
 }

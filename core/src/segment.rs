@@ -94,6 +94,19 @@ pub fn encode_with(
     events: &[CanonicalEvent],
     proofs: &[Vec<Hash>],
 ) -> Result<Vec<u8>, Error> {
+    let lines: Vec<&[u8]> = events.iter().map(|e| &e.canonical[..]).collect();
+    encode_lines(first_index, checkpoint, sealed, &lines, proofs)
+}
+
+/// [`encode_with`] of events given as their canonical bytes (e.g. the lines of a pending
+/// batch, which are exactly those bytes).
+pub fn encode_lines(
+    first_index: u64,
+    checkpoint: &SignedCheckpoint,
+    sealed: Option<&SealedFrom>,
+    events: &[&[u8]],
+    proofs: &[Vec<Hash>],
+) -> Result<Vec<u8>, Error> {
     if events.len() != proofs.len() {
         return Err(Error::Segment(format!(
             "{} events but {} proofs",
@@ -125,13 +138,13 @@ pub fn encode_with(
         SEGMENT_FORMAT
     };
     header.insert("format", Value::String(format.into()));
-    let body_len: usize = events.iter().map(|e| e.canonical.len() + 40).sum::<usize>()
+    let body_len: usize = events.iter().map(|e| e.len() + 40).sum::<usize>()
         + proofs.iter().map(|p| p.len() * 67).sum::<usize>();
     let mut out = Vec::with_capacity(body_len + 1024);
     Value::Object(header).write_canonical(&mut out);
     out.push(b'\n');
     for (i, (event, proof)) in events.iter().zip(proofs).enumerate() {
-        write_record(&mut out, first_index + i as u64, &event.canonical, proof);
+        write_record(&mut out, first_index + i as u64, event, proof);
         out.push(b'\n');
     }
     Ok(out)

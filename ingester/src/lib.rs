@@ -216,7 +216,7 @@ pub async fn run(
             len: r.len,
             spool_name: Some(r.name),
             stored: false,
-            events: None,
+            batch: None,
         });
     }
     let sealing = tokio::spawn(sealer.clone().run());

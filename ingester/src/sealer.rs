@@ -14,12 +14,15 @@
 //! commit, so the second waits for the next group, where it is recognised as sealed.
 
 use std::collections::{HashSet, VecDeque};
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use sealtrail_core::checkpoint::SignedCheckpoint;
 use sealtrail_core::event::CanonicalEvent;
-use sealtrail_core::merkle::{Hash, InclusionVerifier};
+use sealtrail_core::merkle::{self, Hash, InclusionVerifier};
 use sealtrail_core::{pending, segment};
 use sealtrail_proto::v1::AppendRequest;
 use sealtrail_proto::v1::signer_client::SignerClient;
@@ -54,8 +57,63 @@ pub struct Entry {
     pub spool_name: Option<String>,
     /// Whether the pending object is known to be durable in the store.
     pub stored: bool,
-    /// The events, while the memory budget allows; else read back when sealed.
-    pub events: Option<Vec<CanonicalEvent>>,
+    /// The batch, while the memory budget allows; else read back when sealed.
+    pub batch: Option<Batch>,
+}
+
+/// A batch as sealing needs it: its pending object's bytes, where each event line is in
+/// them (a line is the event's canonical form, what the segment repeats) and the events'
+/// leaf hashes. Holding the object's bytes rather than the events keeps one copy of each
+/// event in memory, and a batch read back needs no parsing of its events.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    bytes: Bytes,
+    lines: Vec<Range<usize>>,
+    leaves: Vec<Hash>,
+}
+
+impl Batch {
+    /// The batch [`pending::encode`] wrote as `bytes` for `events`.
+    pub fn encoded(bytes: Bytes, events: &[CanonicalEvent]) -> Self {
+        let mut at = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |p| p + 1);
+        let lines = events
+            .iter()
+            .map(|e| {
+                let line = at..at + e.canonical.len();
+                at = line.end + 1;
+                line
+            })
+            .collect();
+        let leaves = events.iter().map(|e| e.leaf_hash).collect();
+        Self {
+            bytes,
+            lines,
+            leaves,
+        }
+    }
+
+    /// A batch read back from the spool or the store whose bytes have the SHA-256 the
+    /// ingester computed when it wrote them (or checked strictly when it adopted them):
+    /// the same bytes, so only the lines are found again and hashed.
+    fn read_back(bytes: Vec<u8>) -> Result<Self, sealtrail_core::Error> {
+        let (_, lines) = pending::split_lines(&bytes)?;
+        let leaves = lines
+            .iter()
+            .map(|l| merkle::leaf_hash(&bytes[l.clone()]))
+            .collect();
+        Ok(Self {
+            bytes: bytes.into(),
+            lines,
+            leaves,
+        })
+    }
+
+    fn events(&self) -> Vec<&[u8]> {
+        self.lines.iter().map(|l| &self.bytes[l.clone()]).collect()
+    }
 }
 
 /// What the sealing loop needs.
@@ -115,7 +173,7 @@ impl Sealer {
         let mut q = self.lock();
         let size = held_bytes(&entry);
         if q.held + size > self.memory_budget {
-            entry.events = None;
+            entry.batch = None;
         } else {
             q.held += size;
         }
@@ -167,7 +225,7 @@ impl Sealer {
                     if !group.is_empty() && bytes + front.len > MAX_GROUP_BYTES {
                         break;
                     }
-                    if front.events.is_none() {
+                    if front.batch.is_none() {
                         if !group.is_empty() && loading + front.len > self.memory_budget as u64 {
                             break;
                         }
@@ -191,10 +249,10 @@ impl Sealer {
             }
             let (now, later) = split_duplicates(self.load_all(group).await);
             deferred = later;
-            let sealed = futures_util::future::join_all(now.into_iter().map(|(e, events)| {
+            let sealed = futures_util::future::join_all(now.into_iter().map(|(e, batch)| {
                 let this = self.clone();
                 async move {
-                    this.seal_until_done(&e, &events).await;
+                    this.seal_until_done(&e, &batch).await;
                     e
                 }
             }))
@@ -222,25 +280,25 @@ impl Sealer {
 
     /// The events of each entry (from memory, the spool or the store); a batch whose
     /// record is damaged is moved aside and dropped from sealing, loudly.
-    async fn load_all(&self, group: Vec<Entry>) -> Vec<(Entry, Vec<CanonicalEvent>)> {
+    async fn load_all(&self, group: Vec<Entry>) -> Vec<(Entry, Batch)> {
         let mut out = Vec::with_capacity(group.len());
         for mut e in group {
-            let events = match e.events.take() {
-                Some(events) => events,
+            let batch = match e.batch.take() {
+                Some(batch) => batch,
                 None => match self.load(&e).await {
-                    Some(events) => events,
+                    Some(batch) => batch,
                     None => {
                         self.done(&[&e]);
                         continue;
                     }
                 },
             };
-            out.push((e, events));
+            out.push((e, batch));
         }
         out
     }
 
-    async fn load(&self, e: &Entry) -> Option<Vec<CanonicalEvent>> {
+    async fn load(&self, e: &Entry) -> Option<Batch> {
         let mut backoff = BACKOFF_FIRST;
         loop {
             let read = match (&self.spool, &e.spool_name) {
@@ -257,8 +315,8 @@ impl Sealer {
                 },
             };
             match read {
-                Ok(Some(bytes)) => match pending::parse(&bytes) {
-                    Ok(batch) => return Some(batch.events),
+                Ok(Some(bytes)) => match Batch::read_back(bytes) {
+                    Ok(batch) => return Some(batch),
                     Err(err) => {
                         self.damaged(e, &err.to_string()).await;
                         return None;
@@ -293,7 +351,7 @@ impl Sealer {
     /// retried Append after the signer's dedupe window has moved on would append the
     /// events a second time). A batch that can never be sealed is set aside, loudly, so
     /// that it does not hold up the others.
-    async fn seal_until_done(&self, e: &Entry, events: &[CanonicalEvent]) {
+    async fn seal_until_done(&self, e: &Entry, batch: &Batch) {
         let mut p = Progress {
             stored: e.stored,
             sha256: e.sha256,
@@ -303,7 +361,7 @@ impl Sealer {
         };
         let mut backoff = BACKOFF_FIRST;
         loop {
-            match self.seal(e, events, &mut p).await {
+            match self.seal(e, batch, &mut p).await {
                 Ok(()) => return,
                 Err(Failure::Retry(stage, err)) => {
                     self.metrics.seal_error(stage);
@@ -330,39 +388,27 @@ impl Sealer {
             .map_err(|x| x.to_string())
     }
 
-    async fn seal(
-        &self,
-        e: &Entry,
-        events: &[CanonicalEvent],
-        p: &mut Progress,
-    ) -> Result<(), Failure> {
+    async fn seal(&self, e: &Entry, batch: &Batch, p: &mut Progress) -> Result<(), Failure> {
         use Failure::{Permanent, Retry};
         if !p.stored {
-            // Spooled while the store was away: the same bytes, re-encoded, to the same key.
-            let (bytes, sha) = pending::encode(e.received_ms, events)
-                .map_err(|x| Permanent("encode", x.to_string()))?;
-            if sha != e.sha256 {
-                return Err(Permanent(
-                    "encode",
-                    "re-encoded batch differs from its record".into(),
-                ));
-            }
-            match self.store.put_new_owned(&e.key, bytes.into()).await {
+            // Spooled while the store was away: the record's bytes, to the batch's key.
+            match self.store.put_new_owned(&e.key, batch.bytes.clone()).await {
                 Ok(_) => p.stored = true,
                 // Another attempt of this batch stored it first (perhaps one that failed
                 // after the write): seal the stored object.
                 Err(StoreError::Conflict(_)) => {
-                    (p.sha256, p.received_ms) = adopt_stored(self.store.as_ref(), &e.key, events)
-                        .await
-                        .map_err(|x| Permanent("store", x))?;
+                    (p.sha256, p.received_ms) =
+                        adopt_stored(self.store.as_ref(), &e.key, &batch.leaves)
+                            .await
+                            .map_err(|x| Permanent("store", x))?;
                     p.stored = true;
                 }
                 Err(x) => return Err(Retry("store", x.to_string())),
             }
         }
-        let leaves: Vec<Hash> = events.iter().map(|ev| ev.leaf_hash).collect();
+        let leaves = &batch.leaves;
         if p.answer.is_none() {
-            p.answer = Some(self.append(&leaves).await?);
+            p.answer = Some(self.append(leaves).await?);
         }
         let Some(((first, cp), proofs)) = &p.answer else {
             return Err(Retry("answer", "no answer".into()));
@@ -374,13 +420,13 @@ impl Sealer {
                 batch_sha256: p.sha256,
                 received_ms: p.received_ms,
             };
-            let bytes = segment::encode_with(first, cp, Some(&sealed), events, proofs)
+            let bytes = segment::encode_lines(first, cp, Some(&sealed), &batch.events(), proofs)
                 .map_err(|x| Permanent("encode", x.to_string()))?;
             let key = segment::object_key(&self.prefix, cp.checkpoint.time_ms, first, e.count);
             match self.store.put_new_owned(&key, bytes.into()).await {
                 Ok(_) => {}
                 Err(StoreError::Conflict(_)) => {
-                    self.check_sealed_elsewhere(&key, first, &leaves).await?
+                    self.check_sealed_elsewhere(&key, first, leaves).await?
                 }
                 Err(x) => return Err(Retry("segment", x.to_string())),
             }
@@ -465,17 +511,17 @@ impl Sealer {
 pub async fn adopt_stored(
     store: &dyn ObjectStore,
     key: &str,
-    events: &[CanonicalEvent],
+    leaves: &[Hash],
 ) -> Result<(Hash, u64), String> {
     let bytes = store.get(key).await.map_err(|e| e.to_string())?;
     let theirs =
         pending::parse(&bytes).map_err(|e| format!("{key} is not a valid pending batch: {e}"))?;
-    let same = theirs.events.len() == events.len()
+    let same = theirs.events.len() == leaves.len()
         && theirs
             .events
             .iter()
-            .zip(events)
-            .all(|(a, b)| a.leaf_hash == b.leaf_hash);
+            .zip(leaves)
+            .all(|(a, b)| a.leaf_hash == *b);
     if !same {
         return Err(format!(
             "{key} holds other events than the batch it is named for"
@@ -486,29 +532,23 @@ pub async fn adopt_stored(
 
 /// Puts a batch whose events an earlier member of the group also carries into the next
 /// group.
-fn split_duplicates(
-    loaded: Vec<(Entry, Vec<CanonicalEvent>)>,
-) -> (Vec<(Entry, Vec<CanonicalEvent>)>, Vec<Entry>) {
+fn split_duplicates(loaded: Vec<(Entry, Batch)>) -> (Vec<(Entry, Batch)>, Vec<Entry>) {
     let mut seen = HashSet::new();
     let (mut now, mut later) = (Vec::new(), Vec::new());
-    for (mut e, events) in loaded {
-        let mut h = Sha256::new();
-        for ev in &events {
-            h.update(ev.leaf_hash);
-        }
-        if seen.insert(<Hash>::from(h.finalize())) {
-            now.push((e, events));
+    for (mut e, batch) in loaded {
+        if seen.insert(pending::events_digest(&batch.leaves)) {
+            now.push((e, batch));
         } else {
-            e.events = Some(events);
+            e.batch = Some(batch);
             later.push(e);
         }
     }
     (now, later)
 }
 
-/// Event bytes an entry holds in memory.
+/// Bytes an entry holds in memory.
 fn held_bytes(e: &Entry) -> usize {
-    e.events.iter().flatten().map(|e| e.canonical.len()).sum()
+    e.batch.as_ref().map_or(0, |b| b.bytes.len())
 }
 
 type Answer = ((u64, SignedCheckpoint), Vec<Vec<Hash>>);
@@ -574,4 +614,28 @@ fn check_answer(
         proofs.push(proof);
     }
     Ok(((first, checkpoint), proofs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch read back is the batch that was encoded: the same event lines, the same
+    /// leaves, whether or not it stayed in memory.
+    #[test]
+    fn a_batch_read_back_equals_the_encoded_one() {
+        let body = br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"auditID":"a","stage":"ResponseComplete","x":"\u00e9\n"},{"auditID":"b","stage":"RequestReceived"}]}"#;
+        let events = sealtrail_core::event::parse_event_list(body)
+            .unwrap()
+            .events;
+        let (bytes, _) = pending::encode(7, &events).unwrap();
+        let encoded = Batch::encoded(bytes.clone().into(), &events);
+        let back = Batch::read_back(bytes).unwrap();
+        let want: Vec<&[u8]> = events.iter().map(|e| &e.canonical[..]).collect();
+        assert_eq!(encoded.events(), want);
+        assert_eq!(back.events(), want);
+        let leaves: Vec<Hash> = events.iter().map(|e| e.leaf_hash).collect();
+        assert_eq!(encoded.leaves, leaves);
+        assert_eq!(back.leaves, leaves);
+    }
 }

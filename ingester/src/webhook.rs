@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
-use crate::sealer::{Entry, Sealer};
+use crate::sealer::{Batch, Entry, Sealer};
 use crate::spool::{self, Spool, SpoolError};
 
 use crate::{Error, WEBHOOK_PATH};
@@ -276,7 +276,8 @@ async fn persist(
         // the write (no one queued it), so this one seals the stored object (its receipt
         // time, its bytes); a second sealing of it is answered from the signer's dedupe.
         Ok(Stored::Earlier) => {
-            let (sha, ms) = crate::sealer::adopt_stored(app.store.as_ref(), &key, &events)
+            let leaves: Vec<Hash> = events.iter().map(|e| e.leaf_hash).collect();
+            let (sha, ms) = crate::sealer::adopt_stored(app.store.as_ref(), &key, &leaves)
                 .await
                 .map_err(Error::Internal)?;
             app.sealer.submit(Entry {
@@ -287,7 +288,7 @@ async fn persist(
                 len: bytes.len() as u64,
                 spool_name,
                 stored: true,
-                events: Some(events),
+                batch: Some(Batch::encoded(bytes.clone(), &events)),
             });
             app.metrics.events_stored.inc_by(count);
             Ok((key, count, "store"))
@@ -301,7 +302,7 @@ async fn persist(
                 len: bytes.len() as u64,
                 spool_name,
                 stored: stored == Stored::Yes,
-                events: Some(events),
+                batch: Some(Batch::encoded(bytes.clone(), &events)),
             });
             app.metrics.events_stored.inc_by(count);
             let durable = if stored == Stored::No {
