@@ -450,7 +450,7 @@ impl Sealer {
             .signer
             .clone()
             .append(AppendRequest {
-                leaf_hashes: leaves.iter().map(|h| h.to_vec()).collect(),
+                leaf_hashes: hashes_message(leaves),
             })
             .await;
         self.metrics
@@ -546,6 +546,14 @@ fn split_duplicates(loaded: Vec<(Entry, Batch)>) -> (Vec<(Entry, Batch)>, Vec<En
     (now, later)
 }
 
+/// Hashes as the slices of one buffer (one allocation for a whole Append).
+fn hashes_message(hashes: &[Hash]) -> Vec<Bytes> {
+    let all = Bytes::from(hashes.concat());
+    (0..hashes.len())
+        .map(|i| all.slice(i * merkle::HASH_LEN..(i + 1) * merkle::HASH_LEN))
+        .collect()
+}
+
 /// Bytes an entry holds in memory.
 fn held_bytes(e: &Entry) -> usize {
     e.batch.as_ref().map_or(0, |b| b.bytes.len())
@@ -602,7 +610,7 @@ fn check_answer(
         let proof = proof
             .hashes
             .into_iter()
-            .map(|h| <Hash>::try_from(h.as_slice()))
+            .map(|h| <Hash>::try_from(&h[..]))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| "proof hash of the wrong length".to_string())?;
         let index = first

@@ -84,7 +84,7 @@ impl Signer for SignerService {
         let leaves = req
             .leaf_hashes
             .iter()
-            .map(|h| <Hash>::try_from(h.as_slice()))
+            .map(|h| <Hash>::try_from(&h[..]))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| {
                 self.metrics.reject("invalid");
@@ -100,13 +100,7 @@ impl Signer for SignerService {
         Ok(Response::new(AppendResponse {
             first_index: appended.first_index,
             checkpoint: appended.checkpoint.to_bytes(),
-            proofs: appended
-                .proofs
-                .into_iter()
-                .map(|p| InclusionProof {
-                    hashes: p.into_iter().map(|h| h.to_vec()).collect(),
-                })
-                .collect(),
+            proofs: proofs_message(&appended.proofs),
         }))
     }
 
@@ -181,4 +175,27 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, stop.wait())
         .await
         .map_err(|e| Error::Unavailable(format!("gRPC server: {e}")))
+}
+
+/// The proofs of an Append as its message: every hash a slice of one buffer.
+fn proofs_message(proofs: &[Vec<Hash>]) -> Vec<InclusionProof> {
+    let total = proofs.iter().map(Vec::len).sum::<usize>();
+    let mut all = bytes::BytesMut::with_capacity(total * HASH_LEN);
+    for h in proofs.iter().flatten() {
+        all.extend_from_slice(h);
+    }
+    let all = all.freeze();
+    let mut at = 0;
+    proofs
+        .iter()
+        .map(|p| InclusionProof {
+            hashes: p
+                .iter()
+                .map(|_| {
+                    at += HASH_LEN;
+                    all.slice(at - HASH_LEN..at)
+                })
+                .collect(),
+        })
+        .collect()
 }

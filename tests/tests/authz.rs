@@ -15,7 +15,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 fn append_one() -> AppendRequest {
     AppendRequest {
-        leaf_hashes: vec![vec![7u8; 32]],
+        leaf_hashes: vec![vec![7u8; 32].into()],
     }
 }
 

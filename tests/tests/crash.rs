@@ -53,7 +53,7 @@ async fn sigkill_at_random_moments_loses_nothing_answered() {
                     .collect();
                 n += 1;
                 let req = AppendRequest {
-                    leaf_hashes: leaves.iter().map(|l| l.to_vec()).collect(),
+                    leaf_hashes: leaves.iter().map(|l| l.to_vec().into()).collect(),
                 };
                 match client.append(req).await {
                     Ok(resp) => {
@@ -68,7 +68,7 @@ async fn sigkill_at_random_moments_loses_nothing_answered() {
                                 .map(|p| {
                                     p.hashes
                                         .into_iter()
-                                        .map(|h| h.try_into().unwrap())
+                                        .map(|h| h[..].try_into().unwrap())
                                         .collect()
                                 })
                                 .collect(),

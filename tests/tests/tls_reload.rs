@@ -430,7 +430,7 @@ async fn signer_client_and_client_ca_follow_their_files() {
     let metrics = TlsMetrics::default();
     let mut client = signer_client::connect_with(&cfg, &metrics, "test-client").unwrap();
     let append = AppendRequest {
-        leaf_hashes: vec![vec![7; 32]],
+        leaf_hashes: vec![vec![7u8; 32].into()],
     };
     let refused = client.append(append.clone()).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
