@@ -10,11 +10,15 @@
 //!    a dev key, cached under the target dir's tmp/), then the time from `State::open_uncut`
 //!    to `Log::wait_started` (what `sealtrail_signer::run` does before it serves), with the
 //!    default dedupe window and with none, page cache warm and dropped.
+//! 3. Growth (`--only growth`, not part of the default run): one log appended to the
+//!    largest of `--sizes` in 10,000-leaf appends with the default dedupe window, printing
+//!    the CPU per leaf (this process, from /proc), RSS and state size at every tenth of
+//!    each decade, so that a cost that grows with the log shows.
 //!
 //! ```text
 //! cargo bench -p sealtrail-signer --bench signer_load [-- OPTIONS]
 //!   --seconds N        per throughput scenario (default 10)
-//!   --only throughput|restart
+//!   --only throughput|restart|growth
 //!   --sizes A,B        log sizes for the restart part (default 1000000,10000000)
 //!   --runs N           restarts per configuration (default 5)
 //!   --keep-state       keep the built states for the next run (else deleted at the end)
@@ -59,6 +63,7 @@ struct Opts {
     seconds: f64,
     throughput: bool,
     restart: bool,
+    growth: bool,
     sizes: Vec<u64>,
     runs: usize,
     keep_state: bool,
@@ -70,6 +75,7 @@ impl Opts {
             seconds: 10.0,
             throughput: true,
             restart: true,
+            growth: false,
             sizes: vec![1_000_000, 10_000_000],
             runs: 5,
             keep_state: false,
@@ -86,7 +92,8 @@ impl Opts {
                 "--only" => match value()?.as_str() {
                     "throughput" => o.restart = false,
                     "restart" => o.throughput = false,
-                    v => return Err(format!("--only throughput|restart, not {v}")),
+                    "growth" => (o.throughput, o.restart, o.growth) = (false, false, true),
+                    v => return Err(format!("--only throughput|restart|growth, not {v}")),
                 },
                 "--sizes" => {
                     o.sizes = value()?
@@ -155,6 +162,9 @@ async fn run(opts: Opts, softhsm: Option<PathBuf>) {
         }
         keys.push(("dev-key", dev.clone()));
         throughput(&opts, &tmp, &keys).await;
+    }
+    if opts.growth {
+        growth(&opts, &tmp).await;
     }
     if opts.restart {
         restart(&opts, &tmp).await;
@@ -581,6 +591,93 @@ fn drop_page_cache(dir: &Path) {
             .expect("dd");
         assert!(status.success(), "dd iflag=nocache on {name}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Growth
+
+/// CPU seconds (user + system) of this process, from /proc/self/stat (USER_HZ = 100).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_ascii_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
+/// A line of /proc/self/status in MiB (`VmRSS`, `VmHWM`).
+fn status_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with(field))?;
+            let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb / 1024.0)
+        })
+        .unwrap_or(0.0)
+}
+
+async fn growth(opts: &Opts, tmp: &Path) {
+    let max = opts.sizes.iter().copied().max().unwrap_or(1_000_000);
+    let dir = tempfile::tempdir_in(tmp).expect("temp dir");
+    let key: Arc<dyn KeyBackend> = Arc::new(dev_key(&dir.path().join("dev.key")));
+    let state = State::open(&dir.path().join("state")).expect("open state");
+    // The default dedupe window (its upkeep is per leaf); no spacing or signature budget,
+    // so that the appends, not the policy, set the pace.
+    let config = CommitConfig {
+        min_interval: Duration::ZERO,
+        max_signatures_per_second: 1e6,
+        signature_burst: 1_000_000,
+        ..CommitConfig::default()
+    };
+    let log = Log::start(state, ORIGIN, key, config).expect("start");
+    log.wait_started().await.expect("started");
+    println!(
+        "\n## Growth: one log to {} leaves, {BUILD_BATCH}-leaf appends\n",
+        short(max)
+    );
+    println!(
+        "| leaves | CPU µs per leaf (since the previous row) | leaves/s | RSS | hashes file |"
+    );
+    println!("|---|---|---|---|---|");
+    let (mut done, mut cpu, mut t) = (0u64, cpu_seconds(), Instant::now());
+    let mut next = 100_000u64.min(max);
+    while done < max {
+        let n = (max - done).min(BUILD_BATCH as u64) as usize;
+        let appended = log.append(leaves(n)).await.expect("append");
+        assert_eq!(appended.proofs.len(), n);
+        done += n as u64;
+        if done >= next {
+            let (c, secs) = (cpu_seconds(), t.elapsed().as_secs_f64());
+            let since = done - (next - step_of(next));
+            let hashes = std::fs::metadata(dir.path().join("state/hashes")).map_or(0, |m| m.len());
+            println!(
+                "| {} | {:.2} | {:.0} | {:.0} MiB | {:.0} MB |",
+                short(done),
+                (c - cpu) * 1e6 / since as f64,
+                since as f64 / secs,
+                status_mib("VmRSS:"),
+                hashes as f64 / 1e6
+            );
+            (cpu, t) = (c, Instant::now());
+            next = (next + step_of(next + 1)).min(max);
+        }
+    }
+    log.close().await;
+    println!("\npeak RSS {:.0} MiB", status_mib("VmHWM:"));
+}
+
+/// Rows every tenth of a decade: 100k, 200k, ..., 1M, 2M, ...
+fn step_of(n: u64) -> u64 {
+    let mut step = 100_000;
+    while n > step * 10 {
+        step *= 10;
+    }
+    step
 }
 
 fn short(n: u64) -> String {
