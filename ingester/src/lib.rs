@@ -50,9 +50,9 @@ pub const DEFAULT_STORE_ACK_TIMEOUT: std::time::Duration = std::time::Duration::
 /// Default time graceful shutdown keeps sealing queued batches (what is left stays in the
 /// spool, or pending in the store).
 pub const DEFAULT_SEAL_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-/// Default memory batches waiting for the sealer, or being sealed, may hold; beyond it they
+/// Default memory batches kept from acknowledgement until sealed may hold; beyond it they
 /// are read back from the spool or the store when their turn comes (a read and a SHA-256
-/// check: no parsing).
+/// check: no parsing), up to as much again for the group being sealed.
 pub const DEFAULT_MAX_UNSEALED_MEMORY: usize = 64 * 1024 * 1024;
 /// How often readiness re-probes the store (and the signer, for the metrics).
 pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);

@@ -102,8 +102,8 @@ struct Cli {
     /// Time graceful shutdown keeps sealing queued batches, in seconds.
     #[arg(long, default_value_t = DEFAULT_SEAL_DRAIN_TIMEOUT.as_secs())]
     seal_drain_timeout_secs: u64,
-    /// Memory batches waiting for the sealer or being sealed may hold, in bytes (beyond,
-    /// re-read when due).
+    /// Memory batches kept from acknowledgement until sealed may hold, in bytes (beyond,
+    /// re-read when due, up to as much again for the group being sealed).
     #[arg(long, default_value_t = DEFAULT_MAX_UNSEALED_MEMORY)]
     max_unsealed_memory_bytes: usize,
 }

@@ -124,7 +124,9 @@ pub struct Sealer {
     pub signer: SignerClient<Channel>,
     pub spool: Option<Arc<Spool>>,
     pub metrics: Arc<Metrics>,
-    /// Bytes of events held in memory by queued entries and the group being sealed, at most.
+    /// Bytes of batches kept in memory from their acknowledgement until they are sealed, at
+    /// most; batches read back for one group count against a second allowance of the same
+    /// size (and deferred duplicates, rare, against neither).
     pub memory_budget: usize,
     queue: Mutex<Queue>,
     wake: Notify,
