@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::Bytes;
 use sealtrail_core::event::{CanonicalEvent, EventBatch, parse_event_list};
 use sealtrail_core::merkle::Hash;
 use sealtrail_core::pending;
@@ -22,8 +23,9 @@ use crate::spool::{self, Spool, SpoolError};
 
 use crate::{Error, WEBHOOK_PATH};
 
-/// Memory a request holds per body byte, at most: the body, its parsed tree, the canonical
-/// events and the segment (measured on the sample events: the parsed tree is the largest).
+/// Memory a request holds per body byte, at most: the body, its canonical events and the
+/// pending object (about 3: items are canonicalized as they are parsed, so the body's tree
+/// is never whole), with room for one item's tree and the allocator.
 pub const MEMORY_PER_BODY_BYTE: usize = 4;
 
 /// Seconds the apiserver is asked to wait before re-sending after a 503.
@@ -173,14 +175,14 @@ async fn ingest_inner(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Result
         .clone()
         .try_acquire_owned()
         .map_err(|_| Error::Busy("too many requests in flight".into()))?;
-    // Reserve the memory the request will hold (the body, its parsed tree, the canonical
-    // events and the segment: MEMORY_PER_BODY_BYTE times the body) before reading it; the
-    // limit's size when no length is announced.
-    let announced = headers
+    // Reserve the memory the request will hold (the body, its canonical events and the
+    // pending object: MEMORY_PER_BODY_BYTE times the body, with room) before reading it;
+    // the limit's size when no length is announced.
+    let content_length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(limit);
+        .and_then(|v| v.parse::<usize>().ok());
+    let announced = content_length.unwrap_or(limit);
     let kib = u32::try_from(
         announced
             .saturating_mul(MEMORY_PER_BODY_BYTE)
@@ -195,11 +197,11 @@ async fn ingest_inner(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Result
         .map_err(|_| Error::Busy("too many body bytes in flight".into()))?;
     let bytes = tokio::time::timeout(
         app.body_timeout,
-        axum::body::to_bytes(body, limit.min(announced)),
+        read_body(body, limit.min(announced), content_length),
     )
     .await
     .map_err(|_| Error::BodyTimeout(app.body_timeout))?
-    .map_err(|_| Error::TooLarge { limit })?;
+    .map_err(|()| Error::TooLarge { limit })?;
 
     // The permit goes with the parse: if the client hangs up meanwhile, the memory stays
     // accounted for until the parse is over; then it comes back for the rest of the request.
@@ -241,6 +243,24 @@ async fn ingest_inner(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Result
     tracing::debug!(batch = key, events = count, durable, "batch acknowledged");
     let body = serde_json::json!({ "accepted": count, "batch": key, "durable": durable });
     Ok((StatusCode::OK, body.to_string()).into_response())
+}
+
+/// Reads a whole body of at most `max` bytes into one buffer, sized from its
+/// `Content-Length` when there is one: collecting the chunks and then joining them would
+/// hold the body twice. `Err` if it is longer, or breaks off.
+async fn read_body(mut body: Body, max: usize, content_length: Option<usize>) -> Result<Bytes, ()> {
+    use http_body_util::BodyExt as _;
+    let mut buf = Vec::with_capacity(content_length.unwrap_or(0).min(max));
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| ())?.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > max {
+            return Err(());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.into())
 }
 
 /// Makes a batch durable (spool record, then pending object) and queues it for sealing;
