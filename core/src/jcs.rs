@@ -352,21 +352,7 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
 /// Parses one JSON text (RFC 8259, strict) with the checks described in the module
 /// documentation.
 pub fn parse(input: &[u8]) -> Result<Value, Error> {
-    if input.starts_with(b"\xEF\xBB\xBF") {
-        return Err(err(
-            JsonErrorKind::Syntax("byte order mark is not allowed"),
-            0,
-        ));
-    }
-    let text =
-        std::str::from_utf8(input).map_err(|e| err(JsonErrorKind::InvalidUtf8, e.valid_up_to()))?;
-    Parser {
-        text,
-        bytes: input,
-        pos: 0,
-        hook: None,
-    }
-    .parse_document()
+    parse_hooked(input, None)
 }
 
 /// What [`parse_with_items`] calls with each element of the top-level `items` array: the
@@ -380,6 +366,15 @@ pub type ItemHook<'h> =
 /// elements into something smaller never holds the whole tree. The checks are those of
 /// [`parse`], and an error of the hook stops the parse.
 pub fn parse_with_items(input: &[u8], key: &str, hook: &mut ItemHook<'_>) -> Result<Value, Error> {
+    let hook = Hook {
+        key,
+        f: hook,
+        seen: 0,
+    };
+    parse_hooked(input, Some(hook))
+}
+
+fn parse_hooked<'a>(input: &'a [u8], hook: Option<Hook<'a>>) -> Result<Value, Error> {
     if input.starts_with(b"\xEF\xBB\xBF") {
         return Err(err(
             JsonErrorKind::Syntax("byte order mark is not allowed"),
@@ -392,11 +387,7 @@ pub fn parse_with_items(input: &[u8], key: &str, hook: &mut ItemHook<'_>) -> Res
         text,
         bytes: input,
         pos: 0,
-        hook: Some(Hook {
-            key,
-            f: hook,
-            seen: 0,
-        }),
+        hook,
     }
     .parse_document()
 }
