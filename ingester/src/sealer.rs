@@ -111,6 +111,11 @@ impl Batch {
         })
     }
 
+    /// The events' leaf hashes, in order.
+    pub fn leaves(&self) -> &[Hash] {
+        &self.leaves
+    }
+
     fn events(&self) -> Vec<&[u8]> {
         self.lines.iter().map(|l| &self.bytes[l.clone()]).collect()
     }
@@ -452,7 +457,7 @@ impl Sealer {
             .signer
             .clone()
             .append(AppendRequest {
-                leaf_hashes: hashes_message(leaves),
+                leaf_hashes: sealtrail_proto::hash_fields(leaves),
             })
             .await;
         self.metrics
@@ -546,14 +551,6 @@ fn split_duplicates(loaded: Vec<(Entry, Batch)>) -> (Vec<(Entry, Batch)>, Vec<En
         }
     }
     (now, later)
-}
-
-/// Hashes as the slices of one buffer (one allocation for a whole Append).
-fn hashes_message(hashes: &[Hash]) -> Vec<Bytes> {
-    let all = Bytes::from(hashes.concat());
-    (0..hashes.len())
-        .map(|i| all.slice(i * merkle::HASH_LEN..(i + 1) * merkle::HASH_LEN))
-        .collect()
 }
 
 /// Bytes an entry holds in memory.

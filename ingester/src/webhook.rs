@@ -296,8 +296,9 @@ async fn persist(
         // the write (no one queued it), so this one seals the stored object (its receipt
         // time, its bytes); a second sealing of it is answered from the signer's dedupe.
         Ok(Stored::Earlier) => {
-            let leaves: Vec<Hash> = events.iter().map(|e| e.leaf_hash).collect();
-            let (sha, ms) = crate::sealer::adopt_stored(app.store.as_ref(), &key, &leaves)
+            let len = bytes.len() as u64;
+            let batch = Batch::encoded(bytes, &events);
+            let (sha, ms) = crate::sealer::adopt_stored(app.store.as_ref(), &key, batch.leaves())
                 .await
                 .map_err(Error::Internal)?;
             app.sealer.submit(Entry {
@@ -305,10 +306,10 @@ async fn persist(
                 sha256: sha,
                 received_ms: ms,
                 count,
-                len: bytes.len() as u64,
+                len,
                 spool_name,
                 stored: true,
-                batch: Some(Batch::encoded(bytes.clone(), &events)),
+                batch: Some(batch),
             });
             app.metrics.events_stored.inc_by(count);
             Ok((key, count, "store"))
@@ -322,7 +323,7 @@ async fn persist(
                 len: bytes.len() as u64,
                 spool_name,
                 stored: stored == Stored::Yes,
-                batch: Some(Batch::encoded(bytes.clone(), &events)),
+                batch: Some(Batch::encoded(bytes, &events)),
             });
             app.metrics.events_stored.inc_by(count);
             let durable = if stored == Stored::No {

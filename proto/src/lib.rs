@@ -18,3 +18,17 @@ pub mod identity;
 
 /// Size in bytes of every hash on this wire.
 pub const HASH_LEN: usize = 32;
+
+/// Hashes as the `bytes` fields of a message: slices of one buffer, so that the thousands
+/// of hashes of an Append (its leaves, or about 20 per inclusion proof) cost one
+/// allocation, not one each.
+pub fn hash_fields<'a>(hashes: impl IntoIterator<Item = &'a [u8; HASH_LEN]>) -> Vec<bytes::Bytes> {
+    let mut buf = Vec::new();
+    for h in hashes {
+        buf.extend_from_slice(h);
+    }
+    let all = bytes::Bytes::from(buf);
+    (0..all.len() / HASH_LEN)
+        .map(|i| all.slice(i * HASH_LEN..(i + 1) * HASH_LEN))
+        .collect()
+}

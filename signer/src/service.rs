@@ -179,23 +179,11 @@ pub async fn serve(
 
 /// The proofs of an Append as its message: every hash a slice of one buffer.
 fn proofs_message(proofs: &[Vec<Hash>]) -> Vec<InclusionProof> {
-    let total = proofs.iter().map(Vec::len).sum::<usize>();
-    let mut all = bytes::BytesMut::with_capacity(total * HASH_LEN);
-    for h in proofs.iter().flatten() {
-        all.extend_from_slice(h);
-    }
-    let all = all.freeze();
-    let mut at = 0;
+    let mut all = sealtrail_proto::hash_fields(proofs.iter().flatten()).into_iter();
     proofs
         .iter()
         .map(|p| InclusionProof {
-            hashes: p
-                .iter()
-                .map(|_| {
-                    at += HASH_LEN;
-                    all.slice(at - HASH_LEN..at)
-                })
-                .collect(),
+            hashes: all.by_ref().take(p.len()).collect(),
         })
         .collect()
 }
