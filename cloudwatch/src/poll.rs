@@ -459,8 +459,41 @@ mod tests {
             Box::pin(async move { Ok(got) })
         }
         fn log_group(&self) -> &str {
-            "/aws/eks/t/cluster"
+            GROUP
         }
+    }
+
+    const GROUP: &str = "/aws/eks/t/cluster";
+
+    fn fake(events: impl IntoIterator<Item = SourceEvent>) -> Fake {
+        Fake {
+            events: Mutex::new(events.into_iter().collect()),
+        }
+    }
+
+    /// A cursor store on a fresh local directory (kept alive by the returned guard).
+    fn cursor_store() -> (tempfile::TempDir, CursorStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::open(dir.path()).unwrap());
+        (dir, CursorStore::new(store, "", GROUP))
+    }
+
+    /// A poller from the start of the log group.
+    fn poller<'a>(
+        source: &'a Fake,
+        sink: &'a dyn Sink,
+        cursors: &'a CursorStore,
+        config: &'a PollConfig,
+        metrics: &'a Metrics,
+    ) -> Poller<'a> {
+        Poller::new(
+            source,
+            sink,
+            cursors,
+            config,
+            metrics,
+            Cursor::new(GROUP, 0),
+        )
     }
 
     /// Settle 2 s, overlap 5 s, batches of at most so many events.
@@ -489,23 +522,12 @@ mod tests {
 
     #[tokio::test]
     async fn late_and_same_millisecond_events_are_sent_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::open(dir.path()).unwrap());
-        let cursors = CursorStore::new(store, "", "/aws/eks/t/cluster");
-        let fake = Fake {
-            events: Mutex::new((0..50).map(|i| ev(i, 10_000)).collect()),
-        };
+        let (_dir, cursors) = cursor_store();
+        let fake = fake((0..50).map(|i| ev(i, 10_000)));
         let sink = Arc::new(MemorySink::default());
         let config = config(20, Duration::from_secs(60), 2);
         let metrics = Metrics::default();
-        let mut p = Poller::new(
-            &fake,
-            &sink,
-            &cursors,
-            &config,
-            &metrics,
-            Cursor::new("/aws/eks/t/cluster", 0),
-        );
+        let mut p = poller(&fake, &sink, &cursors, &config, &metrics);
         assert_eq!(p.pass(13_000).await.unwrap().sent, 50);
         // Arrives late, with a timestamp inside the overlap; and a damaged one.
         fake.events.lock().unwrap().push(ev(99, 10_500));
@@ -588,26 +610,15 @@ mod tests {
     /// byte, and nothing stored before.
     #[tokio::test]
     async fn batches_in_flight_at_a_kill_are_sent_again_as_they_were() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::open(dir.path()).unwrap());
-        let cursors = CursorStore::new(store, "", "/aws/eks/t/cluster");
-        let fake = Fake {
-            events: Mutex::new((0..100).map(|i| ev(i, 10_000 + i64::from(i % 7))).collect()),
-        };
+        let (_dir, cursors) = cursor_store();
+        let fake = fake((0..100).map(|i| ev(i, 10_000 + i64::from(i % 7))));
         let config = config(10, Duration::from_secs(60), 3);
         let metrics = Metrics::default();
         let stalls = Stalls {
             answer: 4,
             got: Mutex::new(Vec::new()),
         };
-        let mut p = Poller::new(
-            &fake,
-            &stalls,
-            &cursors,
-            &config,
-            &metrics,
-            Cursor::new("/aws/eks/t/cluster", 0),
-        );
+        let mut p = poller(&fake, &stalls, &cursors, &config, &metrics);
         cursors.advance(&mut p.cursor).await.unwrap();
         let killed = tokio::time::timeout(Duration::from_millis(200), p.pass(13_000)).await;
         assert!(killed.is_err(), "the pass waits for its unanswered batches");
@@ -659,23 +670,12 @@ mod tests {
     /// event once, and a restart (from snapshots, intents and barriers) sends nothing again.
     #[tokio::test]
     async fn a_backlog_in_slices_read_ahead() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::open(dir.path()).unwrap());
-        let cursors = CursorStore::new(store, "", "/aws/eks/t/cluster");
-        let fake = Fake {
-            events: Mutex::new((0..300).map(|i| ev(i, i64::from(i) * 31)).collect()),
-        };
+        let (_dir, cursors) = cursor_store();
+        let fake = fake((0..300).map(|i| ev(i, i64::from(i) * 31)));
         let sink = Arc::new(MemorySink::default());
         let config = config(7, Duration::from_millis(900), 3);
         let metrics = Metrics::default();
-        let mut p = Poller::new(
-            &fake,
-            &sink,
-            &cursors,
-            &config,
-            &metrics,
-            Cursor::new("/aws/eks/t/cluster", 0),
-        );
+        let mut p = poller(&fake, &sink, &cursors, &config, &metrics);
         cursors.advance(&mut p.cursor).await.unwrap();
         let mut passes = 0;
         let now = 12_000;
