@@ -12,7 +12,8 @@
 //! - [`segment`]: the stored objects (JSON Lines of events with their proofs and checkpoint)
 //!   and their object keys;
 //! - [`trust`]: the pinned trust bundle of signer public keys;
-//! - [`bundle`]: proof bundles, offline evidence that chosen events are in the log.
+//! - [`bundle`]: proof bundles, offline evidence that chosen events are in the log;
+//! - [`query`]: the filters of an investigation (`search`) and the event members they match.
 //!
 //! What it does not: no network, no async runtime, no storage, no private keys held
 //! anywhere but the caller's. Every byte these modules hash, sign or store is described in
@@ -27,6 +28,7 @@ pub mod jcs;
 pub mod keys;
 pub mod merkle;
 pub mod pending;
+pub mod query;
 pub mod segment;
 pub mod source;
 pub mod trust;

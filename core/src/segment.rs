@@ -266,12 +266,20 @@ pub fn parse_header(bytes: &[u8]) -> Result<(SegmentHeader, &[u8]), Error> {
 
 /// The event lines after the header: (line number from 1 for the header, parsed record).
 pub fn records(body: &[u8]) -> impl Iterator<Item = (usize, Result<Record, Error>)> + '_ {
+    records_with_events(body).map(|(line, r)| (line, r.map(|(record, _)| record)))
+}
+
+/// [`records`], each with its event parsed: for a reader that looks into the events (a
+/// search) without parsing them twice.
+pub fn records_with_events(
+    body: &[u8],
+) -> impl Iterator<Item = (usize, Result<(Record, Value), Error>)> + '_ {
     body.split_inclusive(|b| *b == b'\n')
         .enumerate()
         .map(|(i, line)| (i + 2, parse_record(line)))
 }
 
-fn parse_record(line: &[u8]) -> Result<Record, Error> {
+fn parse_record(line: &[u8]) -> Result<(Record, Value), Error> {
     let bad = |why: &str| Error::Segment(why.to_string());
     let line = line
         .strip_suffix(b"\n")
@@ -319,7 +327,7 @@ fn parse_record(line: &[u8]) -> Result<Record, Error> {
     if !is_record_line(line, index, &canonical, &proof) {
         return Err(bad("line is not in its canonical form"));
     }
-    Ok(Record {
+    let record = Record {
         index,
         proof,
         leaf_hash: leaf_hash(&canonical),
@@ -330,7 +338,8 @@ fn parse_record(line: &[u8]) -> Result<Record, Error> {
         request_received_timestamp,
         legacy_timestamp,
         damaged_source,
-    })
+    };
+    Ok((record, event))
 }
 
 /// Whether `line` is exactly what [`write_record`] writes for these parts, compared in
@@ -432,7 +441,7 @@ mod tests {
         let mut line = Vec::new();
         write_record(&mut line, 1234, br#"{"a":1}"#, &proof);
         line.push(b'\n');
-        let rec = parse_record(&line).unwrap();
+        let rec = parse_record(&line).unwrap().0;
         assert_eq!((rec.index, rec.proof.len()), (1234, 2));
         let text = String::from_utf8(line).unwrap();
         for variant in [

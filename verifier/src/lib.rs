@@ -15,6 +15,8 @@
 //! [`reconcile`] lists what the apiserver's log-file backend wrote that the trail lacks.
 //! [`prove`] exports chosen events as an offline proof bundle (events, inclusion proofs,
 //! checkpoints, rotations, consistency proofs) and checks one with only a trust bundle.
+//! [`search`] answers an investigator's query ([`sealtrail_core::query`]) with stored
+//! events, each verified before it is handed out, reading only the hours it needs.
 //!
 //! What it does not (yet): witnesses; proving that a log holds *no* other event than a
 //! bundle's (completeness of a selection).
@@ -24,11 +26,13 @@ use serde::Serialize;
 mod audit;
 pub mod canonicalize;
 pub mod findings;
+mod keyring;
 pub mod lock;
 pub mod metrics;
 pub mod prove;
 pub mod reconcile;
 pub mod sealing;
+pub mod search;
 pub mod signer;
 pub mod state;
 pub mod trail;
@@ -69,6 +73,9 @@ pub enum Error {
     /// A proof bundle would exceed a limit of the format.
     #[error("limit exceeded: {0}")]
     Limit(String),
+    /// The results could not be written (a closed pipe, a full disk).
+    #[error("output: {0}")]
+    Output(std::io::Error),
 }
 
 /// The outcome of a verification.

@@ -35,6 +35,12 @@ enum Command {
     /// Every event is checked before it is exported. A summary goes to standard error.
     #[command(after_help = cmd::prove::PROVE_EXIT_CODES)]
     Prove(Box<cmd::prove::Args>),
+    /// Answer "who did what, when": print the stored events that match the filters, each
+    /// verified (leaf hash, inclusion proof, signed checkpoint) before it is printed, as
+    /// JSON Lines, a table or counts; a time range reads only the hour partitions it needs.
+    /// A summary (and any integrity finding in the searched range) goes to standard error.
+    #[command(after_help = cmd::search::SEARCH_EXIT_CODES)]
+    Search(Box<cmd::search::Args>),
     /// Verify a proof bundle offline against a pinned trust bundle (no store, no network).
     #[command(after_help = cmd::check_bundle::CHECK_BUNDLE_EXIT_CODES)]
     CheckBundle(cmd::check_bundle::Args),
@@ -47,6 +53,7 @@ fn main() -> ExitCode {
         Command::Reconcile(args) => cmd::reconcile::run(args),
         Command::Prove(args) => cmd::prove::run(*args),
         Command::CheckBundle(args) => cmd::check_bundle::run(args),
+        Command::Search(args) => cmd::search::run(*args),
     };
     match result {
         Ok(code) => code,

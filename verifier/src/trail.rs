@@ -95,6 +95,42 @@ impl<'a> Trail<'a> {
         self.objects(&prefix).await
     }
 
+    /// The segments in the hour partitions from `lo` to `hi` (hours since the epoch, both
+    /// included; `None`: unbounded): one listing per partition when there are few, else one
+    /// listing of every segment, filtered by the partition in its key.
+    pub async fn segments_within(
+        &self,
+        lo: Option<i64>,
+        hi: Option<i64>,
+    ) -> Result<Vec<ObjectInfo>, Error> {
+        if let (Some(lo), Some(hi)) = (lo, hi)
+            && hi - lo < MAX_PARTITION_LISTS
+        {
+            let mut objects = Vec::new();
+            for hour in lo..=hi {
+                let Some(p) = partition(hour) else { continue };
+                objects.extend(self.segments_in(&p).await?);
+            }
+            return Ok(objects);
+        }
+        let mut objects = self.segments().await?;
+        if lo.is_none() && hi.is_none() {
+            return Ok(objects);
+        }
+        let (lo_s, hi_s) = (lo.and_then(partition), hi.and_then(partition));
+        let seg_prefix = self.segments_prefix();
+        objects.retain(|o| {
+            o.key
+                .strip_prefix(seg_prefix.as_str())
+                .and_then(|r| r.get(..PARTITION_LEN))
+                .is_some_and(|p| {
+                    lo_s.as_deref().is_none_or(|lo| lo <= p)
+                        && hi_s.as_deref().is_none_or(|hi| p <= hi)
+                })
+        });
+        Ok(objects)
+    }
+
     /// Every object under `checkpoints/`.
     pub async fn checkpoint_objects(&self) -> Result<Vec<ObjectInfo>, Error> {
         self.objects(&format!("{}{CHECKPOINTS_PREFIX}", self.prefix))
@@ -143,6 +179,48 @@ impl<'a> Trail<'a> {
     }
 }
 
+/// Above this many hour partitions, a time range lists the whole segments prefix and
+/// filters, rather than listing each partition.
+const MAX_PARTITION_LISTS: i64 = 7 * 24;
+/// `YYYY/MM/DD/HH`.
+const PARTITION_LEN: usize = 13;
+
+/// Hours since the epoch up to the end of year 9999 (a partition has four year digits).
+const MAX_HOUR: i64 = 253_402_300_799 / 3600;
+
+/// The hour partition (`YYYY/MM/DD/HH`, as in segment keys) of an hour since the epoch
+/// from 1970 to 9999.
+pub fn partition(hour: i64) -> Option<String> {
+    let ms = u64::try_from(hour.min(MAX_HOUR + 1))
+        .ok()?
+        .checked_mul(3_600_000)?;
+    (hour <= MAX_HOUR).then(|| segment::hour_partition(ms))
+}
+
+/// The hours (since the epoch) whose partitions may hold the segments of events with
+/// `from ≤ stageTimestamp < to` (Unix microseconds; `None`: unbounded), when an event is
+/// stored at most `margin` after (or, by clock skew, before) its stageTimestamp.
+pub fn hour_span(
+    from: Option<i64>,
+    to: Option<i64>,
+    margin: std::time::Duration,
+) -> (Option<i64>, Option<i64>) {
+    let margin = i64::try_from(margin.as_secs()).unwrap_or(i64::MAX);
+    let lo = from.map(|f| {
+        f.div_euclid(1_000_000)
+            .saturating_sub(margin)
+            .div_euclid(3600)
+    });
+    // `to` is excluded: its last included microsecond is `to - 1`.
+    let hi = to.map(|t| {
+        (t.saturating_sub(1))
+            .div_euclid(1_000_000)
+            .saturating_add(margin)
+            .div_euclid(3600)
+    });
+    (lo, hi)
+}
+
 /// Why a segment object is refused before it is read: more than a segment may hold (one
 /// huge object must not exhaust the verifier).
 pub fn oversized_segment(size: u64) -> Option<String> {
@@ -152,4 +230,28 @@ pub fn oversized_segment(size: u64) -> Option<String> {
             segment::MAX_SEGMENT_LEN
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn partitions_are_key_partitions() {
+        assert_eq!(partition(1_764_221_736 / 3600).unwrap(), "2025/11/27/05");
+        let at = |s: i64| Some(s * 1_000_000);
+        let h = 1_764_219_600 / 3600; // 2025-11-27T05:00:00Z
+        let zero = std::time::Duration::ZERO;
+        assert_eq!(
+            hour_span(at(h * 3600), at((h + 1) * 3600), zero),
+            (Some(h), Some(h))
+        );
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(
+            hour_span(at(h * 3600), at((h + 1) * 3600), hour),
+            (Some(h - 1), Some(h + 1))
+        );
+        assert_eq!(hour_span(None, at(h * 3600 + 1), zero), (None, Some(h)));
+    }
 }

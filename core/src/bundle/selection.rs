@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::Error;
 use crate::event::{MAX_AUDIT_ID_LEN, parse_timestamp_micros};
 use crate::jcs::{Object, Value};
+use crate::query::{Facts, Query, QueryMatcher};
 
 use super::only_members;
 
@@ -25,6 +26,8 @@ pub enum Selection {
         #[serde(skip_serializing_if = "Option::is_none")]
         verb: Option<String>,
     },
+    /// The events a [`Query`] selects (`sealtrail-verify search --bundle`).
+    Search { search: Box<Query> },
 }
 
 /// The members of an event a selection and a summary look at.
@@ -94,6 +97,10 @@ impl Selection {
                     return Err("empty user or verb".into());
                 }
             }
+            Self::Search { search } => search.validate().map_err(|e| match e {
+                Error::Selection(why) => why,
+                other => other.to_string(),
+            })?,
         }
         Ok(())
     }
@@ -105,11 +112,15 @@ impl Selection {
             Self::TimeRange { from, to, .. } => {
                 Some((parse_timestamp_micros(from)?, parse_timestamp_micros(to)?))
             }
+            Self::Search { search } => match search.time_bounds() {
+                (Some(from), Some(to)) => Some((from, to)),
+                _ => None,
+            },
         }
     }
 
     /// Whether an event belongs to the selection.
-    pub fn matches(&self, e: &EventFields) -> bool {
+    pub fn matches(&self, e: &Facts<'_>) -> bool {
         self.matcher().matches(e)
     }
 
@@ -118,6 +129,10 @@ impl Selection {
         Matcher {
             selection: self,
             bounds: self.time_bounds(),
+            query: match self {
+                Self::Search { search } => Some(search.matcher()),
+                _ => None,
+            },
         }
     }
 
@@ -144,6 +159,9 @@ impl Selection {
                     o.insert("verb", s(v));
                 }
             }
+            Self::Search { search } => {
+                o.insert("search", search.to_value());
+            }
         }
         Value::Object(o)
     }
@@ -158,7 +176,12 @@ impl Selection {
                 Some(_) => Err(format!("selection.{k} is not a string")),
             }
         };
-        let sel = if o.get("audit_id").is_some() {
+        let sel = if let Some(q) = o.get("search") {
+            only_members(o, &["search"], &[], "selection")?;
+            Self::Search {
+                search: Box::new(Query::from_value(q)?),
+            }
+        } else if o.get("audit_id").is_some() {
             only_members(o, &["audit_id"], &[], "selection")?;
             Self::AuditId {
                 audit_id: s("audit_id")?.unwrap_or_default(),
@@ -195,6 +218,7 @@ impl Selection {
                 }
                 s
             }
+            Self::Search { search } => format!("search: {}", search.describe()),
         }
     }
 }
@@ -204,6 +228,7 @@ impl Selection {
 pub struct Matcher<'a> {
     selection: &'a Selection,
     bounds: Option<(i64, i64)>,
+    query: Option<QueryMatcher<'a>>,
 }
 
 impl Matcher<'_> {
@@ -212,20 +237,24 @@ impl Matcher<'_> {
     }
 
     /// Whether an event belongs to the selection.
-    pub fn matches(&self, e: &EventFields) -> bool {
+    pub fn matches(&self, e: &Facts<'_>) -> bool {
         match self.selection {
-            Selection::AuditId { audit_id } => e.audit_id == *audit_id,
+            Selection::AuditId { audit_id } => e.audit_id == Some(audit_id.as_str()),
             Selection::TimeRange { user, verb, .. } => {
-                self.time_matches(e.stage_timestamp.as_deref())
-                    && user.as_ref().is_none_or(|u| e.user.as_ref() == Some(u))
-                    && verb.as_ref().is_none_or(|v| e.verb.as_ref() == Some(v))
+                self.time_matches(e.stage_timestamp)
+                    && user.as_deref().is_none_or(|u| e.user == Some(u))
+                    && verb.as_deref().is_none_or(|v| e.verb == Some(v))
             }
+            Selection::Search { .. } => self.query.is_some_and(|q| q.matches(e)),
         }
     }
 
     /// Whether a stageTimestamp is within the time range (never, for an auditID selection
-    /// or a timestamp that does not parse).
+    /// or a timestamp that does not parse; for a search, its own rule).
     pub fn time_matches(&self, stage_timestamp: Option<&str>) -> bool {
+        if let Some(q) = &self.query {
+            return q.time_matches(stage_timestamp);
+        }
         match (
             self.bounds,
             stage_timestamp.and_then(parse_timestamp_micros),
@@ -251,16 +280,31 @@ mod tests {
         };
         t.validate().unwrap();
         assert_eq!(Selection::from_value(&t.to_value()).unwrap(), t);
-        let mut e = EventFields {
-            audit_id: "a".into(),
-            stage: "ResponseComplete".into(),
-            stage_timestamp: Some("2025-11-27T05:59:59.999999Z".into()),
-            user: Some("alice".into()),
-            verb: Some("get".into()),
+        let mut e = Facts {
+            audit_id: Some("a"),
+            stage: Some("ResponseComplete"),
+            stage_timestamp: Some("2025-11-27T05:59:59.999999Z"),
+            user: Some("alice"),
+            verb: Some("get"),
+            ..Facts::default()
         };
         assert!(t.matches(&e));
-        e.stage_timestamp = Some("2025-11-27T06:00:00Z".into());
+        e.stage_timestamp = Some("2025-11-27T06:00:00Z");
         assert!(!t.matches(&e), "to is excluded");
+        let q = Selection::Search {
+            search: Box::new(Query {
+                from: Some("2025-11-27T05:00:00Z".into()),
+                user: vec!["al*".into()],
+                verb: vec!["get".into(), "list".into()],
+                ..Query::default()
+            }),
+        };
+        q.validate().unwrap();
+        assert_eq!(Selection::from_value(&q.to_value()).unwrap(), q);
+        e.stage_timestamp = Some("2025-11-27T05:59:59.999999Z");
+        assert!(q.matches(&e));
+        e.verb = Some("delete");
+        assert!(!q.matches(&e));
         for bad in [
             Selection::AuditId {
                 audit_id: String::new(),

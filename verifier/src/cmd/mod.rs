@@ -4,6 +4,7 @@ pub mod canonicalize;
 pub mod check_bundle;
 pub mod prove;
 pub mod reconcile;
+pub mod search;
 pub mod verify;
 
 use std::sync::Arc;

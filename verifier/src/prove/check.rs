@@ -396,7 +396,9 @@ impl<'a> Checker<'a> {
                 false
             }
         };
-        let selected = self.matcher.matches(&e.fields);
+        // The bundle's parser read the same bytes: they parse.
+        let selected = sealtrail_core::jcs::parse(&e.canonical)
+            .is_ok_and(|v| self.matcher.matches(&sealtrail_core::query::Facts::of(&v)));
         if !selected {
             self.problem(
                 FindingKind::SelectionMismatch,

@@ -17,18 +17,16 @@ use sealtrail_store::{ObjectInfo, ObjectStore};
 use serde::Serialize;
 
 use crate::Error;
-use crate::trail::{CheckpointObject, Trail, oversized_segment};
+use crate::keyring::Verdicts;
+use crate::trail::{Trail, hour_span, oversized_segment, partition};
 
 use super::check::{Problem, check_bundle};
-use super::select::{Picked, Verdicts};
+use super::select::Picked;
 use super::tree::HeadTree;
 use super::{internal, needs_whole_log, reason};
 
 /// Default [`ProveOptions::margin`]: the verifier's default late-event threshold.
 pub const DEFAULT_MARGIN: Duration = Duration::from_secs(3600);
-/// Above this many hour partitions, a time range lists the whole segments prefix and
-/// filters, rather than listing each partition.
-const MAX_PARTITION_LISTS: i64 = 7 * 24;
 /// Segments tried, newest first, to find the head (the newest may share its checkpoint
 /// with a segment that is still being written).
 const HEAD_CANDIDATES: usize = 16;
@@ -164,7 +162,8 @@ pub async fn prove(
         report: ProveReport::default(),
         picked: Picked::default(),
     };
-    run.learn_rotations().await?;
+    run.verdicts = Verdicts::load(&run.trail, trust, &mut run.report.warnings).await?;
+    run.report.rotations = run.verdicts.rotations().len() as u64;
     let segments = run.plan().await?;
     let head = if options.consistency {
         Some(run.head(&segments).await?)
@@ -181,41 +180,6 @@ pub async fn prove(
 // ---------------------------------------------------------------------------------------
 
 impl Run<'_> {
-    /// Walks the rotation checkpoints stored under `checkpoints/`, oldest first; the
-    /// accepted ones teach the keyring their keys and go into the bundle.
-    async fn learn_rotations(&mut self) -> Result<(), Error> {
-        let mut rotations = Vec::new();
-        for obj in self.trail.checkpoint_objects().await? {
-            match self.trail.read_checkpoint(&obj).await? {
-                CheckpointObject::Checkpoint(sc)
-                    if sc.is_rotation() && sc.checkpoint.origin == self.trust.origin() =>
-                {
-                    rotations.push((obj.key, *sc));
-                }
-                CheckpointObject::Checkpoint(sc) if sc.is_rotation() => {
-                    self.report.warnings.push(format!(
-                        "{}: a rotation of log {:?}, passed over",
-                        obj.key, sc.checkpoint.origin
-                    ))
-                }
-                CheckpointObject::Checkpoint(_) => {}
-                CheckpointObject::Unreadable(why) => {
-                    self.report.warnings.push(format!("{}: {why}", obj.key))
-                }
-            }
-        }
-        rotations.sort_by_key(|(_, r)| (r.checkpoint.size, r.checkpoint.time_ms));
-        for (key, r) in rotations {
-            if let Err(e) = self.verdicts.rotate(&r) {
-                self.report
-                    .warnings
-                    .push(format!("{key}: rotation not accepted, passed over: {e}"));
-            }
-        }
-        self.report.rotations = self.verdicts.rotations().len() as u64;
-        Ok(())
-    }
-
     /// The segments to read, in index order.
     async fn plan(&mut self) -> Result<Vec<Seg>, Error> {
         let bounds = self
@@ -249,28 +213,13 @@ impl Run<'_> {
     /// The segment objects in the hour partitions from `from − margin` to `to + margin`
     /// (Unix microseconds, `to` excluded).
     async fn list_partitions(&mut self, from: i64, to: i64) -> Result<Vec<ObjectInfo>, Error> {
-        let margin = i64::try_from(self.options.margin.as_secs()).unwrap_or(i64::MAX);
-        let lo = (from.div_euclid(1_000_000).saturating_sub(margin)).div_euclid(3600);
-        // `to` is excluded: its last included microsecond is `to - 1`.
-        let hi = ((to - 1).div_euclid(1_000_000).saturating_add(margin)).div_euclid(3600);
-        let (lo_s, hi_s) = (partition(lo)?, partition(hi)?);
-        self.report.partitions = Some((lo_s.clone(), hi_s.clone()));
-        let mut objects = Vec::new();
-        if hi - lo < MAX_PARTITION_LISTS {
-            for hour in lo..=hi {
-                objects.extend(self.trail.segments_in(&partition(hour)?).await?);
-            }
-        } else {
-            objects = self.trail.segments().await?;
-            let seg_prefix = self.trail.segments_prefix();
-            objects.retain(|o| {
-                o.key
-                    .strip_prefix(seg_prefix.as_str())
-                    .and_then(|r| r.get(..13))
-                    .is_some_and(|p| lo_s.as_str() <= p && p <= hi_s.as_str())
-            });
-        }
-        Ok(objects)
+        let (lo, hi) = hour_span(Some(from), Some(to), self.options.margin);
+        let name = |h: Option<i64>| {
+            h.and_then(partition)
+                .ok_or_else(|| Error::Selection("time out of range".into()))
+        };
+        self.report.partitions = Some((name(lo)?, name(hi)?));
+        self.trail.segments_within(lo, hi).await
     }
 
     /// The head: the checkpoint of the newest segment, unless it covers leaves that no
@@ -519,30 +468,4 @@ fn export(bundle: &Bundle, trust: &Trust) -> Result<(Vec<u8>, Vec<String>), Erro
         )));
     }
     Ok((bytes, Vec::new()))
-}
-
-/// `YYYY/MM/DD/HH` of an hour since the epoch, as in segment keys.
-fn partition(hour: i64) -> Result<String, Error> {
-    let t = hour
-        .checked_mul(3600)
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .ok_or_else(|| Error::Selection("time out of range".into()))?;
-    Ok(format!(
-        "{:04}/{:02}/{:02}/{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour()
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn partitions_are_key_partitions() {
-        assert_eq!(partition(1_764_221_736 / 3600).unwrap(), "2025/11/27/05");
-    }
 }

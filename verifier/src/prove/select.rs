@@ -10,11 +10,11 @@ use sealtrail_core::bundle::{
 use sealtrail_core::checkpoint::SignedCheckpoint;
 use sealtrail_core::jcs;
 use sealtrail_core::merkle::{self, Hash};
+use sealtrail_core::query::Facts;
 use sealtrail_core::segment::Record;
-use sealtrail_core::trust::{Keyring, SignatureVerdict, Trust};
-use sha2::{Digest as _, Sha256};
 
 use crate::Error;
+use crate::keyring::Verdicts;
 
 use super::reason;
 
@@ -24,49 +24,13 @@ fn may_match(matcher: &Matcher<'_>, r: &Record) -> bool {
     match matcher.selection() {
         Selection::AuditId { audit_id } => r.audit_id.as_deref() == Some(audit_id.as_str()),
         Selection::TimeRange { .. } => matcher.time_matches(r.stage_timestamp.as_deref()),
-    }
-}
-
-/// The keyring (trust bundle and accepted rotations), with its verdict per note cached:
-/// many events share a checkpoint.
-pub(super) struct Verdicts {
-    ring: Keyring,
-    /// SHA-256 of a note's bytes (text and signatures) → trusted, or why not.
-    cache: HashMap<Hash, Result<(), String>>,
-}
-
-impl Verdicts {
-    pub(super) fn new(trust: &Trust) -> Self {
-        Self {
-            ring: Keyring::new(trust.clone()),
-            cache: HashMap::new(),
+        Selection::Search { search } => {
+            matcher.time_matches(r.stage_timestamp.as_deref())
+                && (search.audit_id.is_empty()
+                    || search.audit_id.iter().any(|p| {
+                        sealtrail_core::query::glob(p, r.audit_id.as_deref().unwrap_or_default())
+                    }))
         }
-    }
-
-    /// Learns a rotation's key. Only before the first [`Verdicts::trusted`]: a verdict
-    /// cached earlier would not see it.
-    pub(super) fn rotate(&mut self, rotation: &SignedCheckpoint) -> Result<(), String> {
-        debug_assert!(self.cache.is_empty());
-        self.ring.rotate(rotation).map_err(|e| e.to_string())
-    }
-
-    /// The rotations accepted, in order.
-    pub(super) fn rotations(&self) -> &[SignedCheckpoint] {
-        self.ring.rotations()
-    }
-
-    /// Whether the keyring trusts a checkpoint.
-    pub(super) fn trusted(&mut self, cp: &SignedCheckpoint) -> Result<(), String> {
-        let key: Hash = Sha256::digest(cp.to_bytes()).into();
-        if let Some(v) = self.cache.get(&key) {
-            return v.clone();
-        }
-        let v = match self.ring.verify(cp) {
-            SignatureVerdict::Trusted { .. } => Ok(()),
-            other => Err(format!("{other:?}")),
-        };
-        self.cache.insert(key, v.clone());
-        v
     }
 }
 
@@ -100,10 +64,10 @@ impl Picked {
             if !may_match(matcher, r) {
                 continue;
             }
-            let Some(fields) = self.fields(key, *line, r) else {
+            let Some((value, fields)) = self.fields(key, *line, r) else {
                 continue;
             };
-            if !matcher.matches(&fields) {
+            if !matcher.matches(&Facts::of(&value)) {
                 continue;
             }
             let at = format!(
@@ -117,8 +81,8 @@ impl Picked {
         Ok(kept)
     }
 
-    /// The fields of a stored event, or a failure.
-    fn fields(&mut self, key: &str, line: usize, r: &Record) -> Option<EventFields> {
+    /// A stored event, parsed, and its fields; or a failure.
+    fn fields(&mut self, key: &str, line: usize, r: &Record) -> Option<(jcs::Value, EventFields)> {
         let value = match jcs::parse(&r.canonical) {
             Ok(v) => v,
             Err(e) => {
@@ -128,7 +92,7 @@ impl Picked {
             }
         };
         match EventFields::of(&value) {
-            Ok(f) => Some(f),
+            Ok(f) => Some((value, f)),
             Err(e) => {
                 self.failures
                     .push(format!("{key} line {line}: {}", reason(e)));
