@@ -70,6 +70,18 @@ ensure_moto() {
   export SEALTRAIL_MOTO_SERVER="$venv/bin/moto_server"
 }
 
+# DuckDB and sqlglot, for the tests of the query-engine recipes (docs/investigations.md).
+ensure_query_tools() {
+  apt_install python3-venv
+  local venv="$(repo_root)/target/query-venv"
+  if ! "$venv/bin/python" -c 'import duckdb, sqlglot' 2>/dev/null; then
+    echo "==> installing duckdb and sqlglot into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'duckdb>=1.1,<2' 'sqlglot>=25,<28'
+  fi
+  export SEALTRAIL_QUERY_PYTHON="$venv/bin/python"
+}
+
 # Dev PKI, dev key and trust bundle in $1 (a fresh directory); origin $2; binaries in $BIN.
 make_dev_setup() {
   local dir=$1 origin=$2
