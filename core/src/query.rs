@@ -1,4 +1,4 @@
-//! Event queries (docs/FORMAT.md §8.2): the filters an investigator combines to ask "who did
+//! Event queries (docs/FORMAT.md §8.5): the filters an investigator combines to ask "who did
 //! what, when" of a trail, the members of an audit event they look at ([`Facts`]), and the
 //! one matching rule that `sealtrail-verify search` and a proof bundle's `search` selection
 //! share.
@@ -129,7 +129,7 @@ pub struct Query {
     pub user_agent: Vec<String>,
 }
 
-/// The pattern filters, by their name in the file (docs/FORMAT.md §8.2), in that order.
+/// The pattern filters, by their name in the file (docs/FORMAT.md §8.5), in that order.
 const PATTERN_FILTERS: [&str; 13] = [
     "audit_id",
     "stage",
@@ -479,7 +479,7 @@ mod tests {
         crate::jcs::parse(json.as_bytes()).unwrap()
     }
 
-    /// The vectors of docs/FORMAT.md §8.2: each query of `query-cases.jsonl` matches the
+    /// The vectors of docs/FORMAT.md §8.5: each query of `query-cases.jsonl` matches the
     /// event of `query-event.json` or not, as the file says, and re-encodes to itself;
     /// each line of `query-invalid.jsonl` is refused.
     #[test]

@@ -1,4 +1,4 @@
-//! Queries as a bundle's `search` selection spells them (docs/FORMAT.md §8.2): the parser
+//! Queries as a bundle's `search` selection spells them (docs/FORMAT.md §8.5): the parser
 //! never panics, what parses re-encodes to a value that parses to the same query, and
 //! matching it against an event never panics (globs included: no pathological blow-up is
 //! reachable within the pattern limits).

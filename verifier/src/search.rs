@@ -28,6 +28,24 @@ use crate::keyring::Verdicts;
 use crate::trail::{Trail, hour_span, oversized_segment, partition};
 use crate::{Error, Finding, FindingKind, findings};
 
+/// Every kind of finding a search raises (docs/FORMAT.md §8.6 lists exactly these).
+pub const SEARCH_KINDS: &[FindingKind] = &[
+    FindingKind::UnexpectedObject,
+    FindingKind::MalformedSegment,
+    FindingKind::KeyMismatch,
+    FindingKind::MalformedLine,
+    FindingKind::SegmentTruncated,
+    FindingKind::MissingEvents,
+    FindingKind::DuplicateEvent,
+    FindingKind::DuplicateSegment,
+    FindingKind::ExtraEvent,
+    FindingKind::LeafMismatch,
+    FindingKind::BadSignature,
+    FindingKind::UntrustedKey,
+    FindingKind::KeyOutOfRange,
+    FindingKind::WrongOrigin,
+];
+
 /// Default [`SearchOptions::margin`]: as `prove`'s.
 pub const DEFAULT_MARGIN: Duration = crate::prove::DEFAULT_MARGIN;
 /// Segments fetched and scanned ahead of the in-order loop (each is held in memory).
@@ -173,6 +191,7 @@ impl SearchReport {
     }
 
     fn find(&mut self, kind: FindingKind, range: Option<(u64, u64)>, key: &str, detail: String) {
+        debug_assert!(SEARCH_KINDS.contains(&kind), "{kind:?}");
         self.findings.push(
             Finding::new(kind, detail)
                 .at_range(range)
@@ -312,7 +331,7 @@ async fn plan(
                 );
                 continue;
             }
-            if seg.first > prev.last + 1 {
+            if seg.first > prev.last.saturating_add(1) {
                 report.find(
                     FindingKind::MissingEvents,
                     Some((prev.last + 1, seg.first - 1)),
@@ -348,6 +367,7 @@ fn scan(bytes: &[u8], seg: &Seg, query: &Query, prefix: &str) -> Scanned {
     };
     let range = Some((seg.first, seg.last));
     let find = |out: &mut Scanned, kind, range, line: Option<usize>, detail: String| {
+        debug_assert!(SEARCH_KINDS.contains(&kind), "{kind:?}");
         out.findings.push(
             Finding::new(kind, detail)
                 .at_range(range)
@@ -428,7 +448,7 @@ fn scan(bytes: &[u8], seg: &Seg, query: &Query, prefix: &str) -> Scanned {
             );
         }
         let repeated = r.index < next;
-        next = r.index.max(next) + 1;
+        next = r.index.max(next).saturating_add(1);
         let facts = Facts::of(&event);
         let matches = matcher.matches(&facts);
         if let Err(e) = paths.verify(r.index, &r.leaf_hash, &r.proof) {

@@ -41,3 +41,30 @@ fn format_section_9_documents_exactly_the_finding_kinds() {
     );
     assert_eq!(code.len(), FindingKind::ALL.len(), "a name used twice");
 }
+
+/// The kinds docs/FORMAT.md §8.6 says `search` raises are those of
+/// `sealtrail_verifier::search::SEARCH_KINDS`.
+#[test]
+fn format_section_8_6_lists_exactly_the_search_kinds() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md");
+    let text = std::fs::read_to_string(path).expect("docs/FORMAT.md");
+    let start = text.find("### 8.6 ").expect("FORMAT.md has §8.6");
+    let section = &text[start..];
+    let section = &section[..section[4..].find("\n##").map_or(section.len(), |e| e + 4)];
+    let list = section
+        .split("raised by `search` for the segments it read:")
+        .nth(1)
+        .expect("§8.6 lists the kinds search raises");
+    let list = &list[..list.find('.').expect("the list ends with a period")];
+    let documented: BTreeSet<String> = list
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    let code: BTreeSet<String> = sealtrail_verifier::search::SEARCH_KINDS
+        .iter()
+        .map(|k| k.as_str().to_string())
+        .collect();
+    assert_eq!(documented, code);
+}
