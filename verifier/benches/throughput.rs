@@ -12,6 +12,8 @@
 //! `sha256sum` over every segment's bytes (`find | xargs cat | sha256sum`: the physical floor
 //! of "reading and hashing it all once") and `verify_store` over the store, and prints the
 //! ratio (verify MB/s ÷ sha256sum MB/s). Best of three of each, to damp a noisy machine.
+//! Then `search` over the same store (a selective query, and every event printed), with
+//! its ratio to verify's throughput (issue: ≥ 0.8). `-- 180000` makes about 1 GB.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -23,9 +25,11 @@ use sealtrail_core::checkpoint::{Checkpoint, NoteSignature, SignedCheckpoint};
 use sealtrail_core::event::{CanonicalEvent, parse_event_line};
 use sealtrail_core::keys::PublicKey;
 use sealtrail_core::merkle::{Hash, MemoryLog};
+use sealtrail_core::query::Query;
 use sealtrail_core::segment;
 use sealtrail_core::trust::{Trust, TrustBundle, TrustedKey};
 use sealtrail_store::{LocalDirStore, ObjectStore as _};
+use sealtrail_verifier::search::{SearchOptions, search};
 use sealtrail_verifier::{Options, verify_store};
 
 const ORIGIN: &str = "sealtrail.bench/verify";
@@ -183,5 +187,50 @@ fn main() {
         "verify (dup check, state hashes) {:>8.1} MB/s   ratio {:.2}",
         mbs(full_s),
         sha / full_s
+    );
+    // `search` over the same bytes: a selective query (what an investigation asks), and
+    // every event written out as JSON Lines (the heaviest output), against verify as the
+    // CLI runs it.
+    let run_search = |query: &Query| {
+        let started = Instant::now();
+        let mut out = std::io::sink();
+        let mut matched = 0u64;
+        let report = rt
+            .block_on(search(
+                &store,
+                &trust,
+                query,
+                &SearchOptions::default(),
+                &mut |hit| {
+                    use std::io::Write as _;
+                    matched += 1;
+                    out.write_all(&hit.canonical)?;
+                    out.write_all(b"\n")
+                },
+            ))
+            .unwrap();
+        assert!(report.intact());
+        assert_eq!(report.events_scanned, events as u64);
+        assert_eq!(report.events_matched, matched);
+        started.elapsed().as_secs_f64()
+    };
+    let selective = Query {
+        user: vec!["system:admin".into()],
+        verb: vec!["get".into()],
+        ..Query::default()
+    };
+    let sel_s = best_of(3, || run_search(&selective));
+    let all_s = best_of(3, || run_search(&Query::default()));
+    println!(
+        "search --user system:admin --verb get {:>8.1} MB/s   ratio {:.2}, vs verify {:.2}",
+        mbs(sel_s),
+        sha / sel_s,
+        lean_s / sel_s
+    );
+    println!(
+        "search, every event as JSON Lines {:>8.1} MB/s   ratio {:.2}, vs verify {:.2}",
+        mbs(all_s),
+        sha / all_s,
+        lean_s / all_s
     );
 }
