@@ -59,6 +59,9 @@ pub enum Error {
     Segment(String),
     #[error("malformed trust bundle: {0}")]
     Trust(String),
+    /// An RFC 3161 timestamp response or token that does not verify (docs/FORMAT.md §10).
+    #[error("timestamp: {0}")]
+    Timestamp(String),
     #[error("invalid key: {0}")]
     Key(String),
     #[error("signature does not verify")]

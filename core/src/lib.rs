@@ -11,7 +11,9 @@
 //! - [`pending`]: batches stored when acknowledged, before they are sealed into the log;
 //! - [`segment`]: the stored objects (JSON Lines of events with their proofs and checkpoint)
 //!   and their object keys;
-//! - [`trust`]: the pinned trust bundle of signer public keys;
+//! - [`trust`]: the pinned trust bundle of signer public keys and timestamp authorities;
+//! - [`timestamp`]: RFC 3161 tokens on checkpoints: the request, the answer's checks, the
+//!   stored token's key and its verification against pinned TSA roots;
 //! - [`bundle`]: proof bundles, offline evidence that chosen events are in the log;
 //! - [`query`]: the filters of an investigation (`search`) and the event members they match.
 //!
@@ -31,6 +33,7 @@ pub mod pending;
 pub mod query;
 pub mod segment;
 pub mod source;
+pub mod timestamp;
 pub mod trust;
 
 pub use error::{Error, JsonErrorKind};

@@ -5,6 +5,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
+use rustls_pki_types::CertificateDer;
+
 use crate::Error;
 use crate::checkpoint::{NoteSignature, SignedCheckpoint};
 use crate::keys::{Algorithm, PublicKey};
@@ -15,6 +17,10 @@ pub const TRUST_FORMAT: &str = "sealtrail-trust/v1";
 pub const MAX_TRUST_BUNDLE_LEN: usize = 1024 * 1024;
 /// Most keys in one bundle.
 pub const MAX_TRUSTED_KEYS: usize = 1024;
+/// Most timestamp authorities in one bundle.
+pub const MAX_TRUSTED_TSAS: usize = 16;
+/// Most root (or intermediate) certificates of one timestamp authority.
+pub const MAX_TSA_CERTS: usize = 8;
 
 /// One trusted signer key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +41,19 @@ pub struct TrustedKey {
     pub valid_to_size: Option<u64>,
 }
 
+/// One pinned RFC 3161 timestamp authority (docs/FORMAT.md §5, §10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedTsa {
+    /// The name its tokens are stored under ([`crate::timestamp::is_valid_tsa_name`]).
+    pub name: String,
+    /// Root certificates its TSA certificates chain to: DER, standard base64.
+    pub roots: Vec<String>,
+    /// Intermediate certificates a token may leave out: DER, standard base64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intermediates: Vec<String>,
+}
+
 /// A parsed trust bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +62,9 @@ pub struct TrustBundle {
     /// The log this bundle is for.
     pub origin: String,
     pub keys: Vec<TrustedKey>,
+    /// The timestamp authorities whose tokens count (none: the trail is not timestamped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timestamp_authorities: Vec<TrustedTsa>,
 }
 
 /// A verified key of a bundle.
@@ -95,6 +117,7 @@ impl TrustBundle {
             format: TRUST_FORMAT.into(),
             origin: origin.into(),
             keys,
+            timestamp_authorities: Vec::new(),
         }
     }
 
@@ -165,7 +188,20 @@ impl Trust {
                 key,
             });
         }
+        check_tsas(&bundle.timestamp_authorities)?;
         Ok(Self { bundle, keys })
+    }
+
+    /// The pinned timestamp authority named `name`.
+    pub fn tsa(&self, name: &str) -> Option<&TrustedTsa> {
+        self.bundle
+            .timestamp_authorities
+            .iter()
+            .find(|t| t.name == name)
+    }
+
+    pub fn tsas(&self) -> &[TrustedTsa] {
+        &self.bundle.timestamp_authorities
     }
 
     pub fn bundle(&self) -> &TrustBundle {
@@ -196,6 +232,81 @@ impl Trust {
             Some((key, entries.any(|k| k.valid_at(size))))
         })
     }
+}
+
+/// Every TSA entry: a valid, unique name, 1 to [`MAX_TSA_CERTS`] roots that are X.509
+/// certificates usable as trust anchors, at most [`MAX_TSA_CERTS`] intermediates.
+fn check_tsas(tsas: &[TrustedTsa]) -> Result<(), Error> {
+    if tsas.len() > MAX_TRUSTED_TSAS {
+        return Err(Error::Trust(format!(
+            "{} timestamp authorities (max {MAX_TRUSTED_TSAS})",
+            tsas.len()
+        )));
+    }
+    for (i, tsa) in tsas.iter().enumerate() {
+        let ctx =
+            |why: String| Error::Trust(format!("timestamp authority #{i} ({:?}): {why}", tsa.name));
+        if !crate::timestamp::is_valid_tsa_name(&tsa.name) {
+            return Err(ctx("invalid name".into()));
+        }
+        if tsas[..i].iter().any(|t| t.name == tsa.name) {
+            return Err(ctx("named twice".into()));
+        }
+        if tsa.roots.is_empty() || tsa.roots.len() > MAX_TSA_CERTS {
+            return Err(ctx(format!(
+                "{} roots (1 to {MAX_TSA_CERTS})",
+                tsa.roots.len()
+            )));
+        }
+        if tsa.intermediates.len() > MAX_TSA_CERTS {
+            return Err(ctx(format!(
+                "{} intermediates (max {MAX_TSA_CERTS})",
+                tsa.intermediates.len()
+            )));
+        }
+        for root in tsa.roots_der().map_err(|e| ctx(e.to_string()))? {
+            webpki::anchor_from_trusted_cert(&root)
+                .map_err(|e| ctx(format!("a root is not a usable certificate: {e:?}")))?;
+        }
+        tsa.intermediates_der().map_err(|e| ctx(e.to_string()))?;
+    }
+    Ok(())
+}
+
+impl TrustedTsa {
+    /// An entry for `name` pinning the DER certificates `roots`.
+    pub fn new(name: &str, roots: &[Vec<u8>], intermediates: &[Vec<u8>]) -> Self {
+        Self {
+            name: name.into(),
+            roots: roots.iter().map(|r| B64.encode(r)).collect(),
+            intermediates: intermediates.iter().map(|r| B64.encode(r)).collect(),
+        }
+    }
+
+    pub fn roots_der(&self) -> Result<Vec<CertificateDer<'static>>, Error> {
+        decode_certs(&self.roots, "root")
+    }
+
+    pub fn intermediates_der(&self) -> Result<Vec<CertificateDer<'static>>, Error> {
+        decode_certs(&self.intermediates, "intermediate")
+    }
+}
+
+/// Base64 DER certificates, each parsed as X.509 so that garbage fails when the bundle is
+/// read, not when a token is checked.
+fn decode_certs(certs: &[String], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    use der::Decode as _;
+    certs
+        .iter()
+        .map(|c| {
+            let der = B64
+                .decode(c)
+                .map_err(|e| Error::Trust(format!("{what} certificate: {e}")))?;
+            x509_cert::Certificate::from_der(&der)
+                .map_err(|e| Error::Trust(format!("{what} certificate: {e}")))?;
+            Ok(CertificateDer::from(der))
+        })
+        .collect()
 }
 
 impl ResolvedKey {
