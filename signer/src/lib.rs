@@ -23,6 +23,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod anchor;
 pub mod authz;
 mod cache;
 pub mod fence;

@@ -1,5 +1,7 @@
 //! `sealtrail-signer`: parses configuration and runs the signer.
 
+mod anchor_cmd;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -301,6 +303,9 @@ enum Command {
         #[command(flatten)]
         key: KeyArgs,
     },
+    /// Get RFC 3161 timestamps on the newest stored checkpoint from each timestamp
+    /// authority, and store them beside the trail (holds no key of the log).
+    Anchor(anchor_cmd::AnchorArgs),
     /// Write the trust bundle (public keys) that verifiers pin.
     ExportTrust {
         #[arg(long, env = "SEALTRAIL_ORIGIN")]
@@ -378,6 +383,7 @@ async fn main() -> anyhow::Result<()> {
             sealtrail_signer::run(config, listener, sealtrail_ops::shutdown_signal()).await?;
             tracing::info!("signer stopped");
         }
+        Command::Anchor(args) => anchor_cmd::run(args).await?,
         Command::DevKeygen { out, algorithm } => {
             let public = DevKeyFile::generate(&out, algorithm.into())?;
             eprintln!(

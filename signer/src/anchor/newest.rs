@@ -1,0 +1,87 @@
+//! The newest checkpoint in the store: the one in the header of the segment with the
+//! highest index range. Segments are partitioned by their checkpoint's hour, so after the
+//! first search only the current and the previous hour's partitions are listed.
+
+use sealtrail_core::checkpoint::SignedCheckpoint;
+use sealtrail_core::segment;
+use sealtrail_core::trust::{SignatureVerdict, Trust};
+use sealtrail_store::{ObjectStore, StoreError};
+
+/// Most bytes read of a segment to get its header line (a checkpoint note is at most
+/// 16 KiB, the rest of the header a few hundred bytes).
+const MAX_HEADER_READ: usize = 64 * 1024;
+const HOUR_MS: u64 = 3_600_000;
+/// Most segment headers read per search when the newest ones do not verify.
+const MAX_CANDIDATES: usize = 4;
+
+/// Finds the newest stored checkpoint, remembering the last one found.
+#[derive(Debug)]
+pub struct NewestCheckpoint {
+    prefix: String,
+    /// The segment key and checkpoint found last.
+    last: Option<(String, u64, SignedCheckpoint)>,
+}
+
+impl NewestCheckpoint {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            last: None,
+        }
+    }
+
+    /// The checkpoint of the newest segment whose checkpoint `trust` verifies; `None`
+    /// while the store holds none. A segment whose checkpoint does not verify (planted,
+    /// or damaged) is passed over: it is the verifier's finding, not something to anchor.
+    pub async fn find(
+        &mut self,
+        store: &dyn ObjectStore,
+        trust: &Trust,
+    ) -> Result<Option<SignedCheckpoint>, StoreError> {
+        let now = super::now_ms();
+        let mut found: Vec<(u64, String)> = Vec::new();
+        for hour in [now.saturating_sub(HOUR_MS), now] {
+            let part = format!("{}segments/{}/", self.prefix, segment::hour_partition(hour));
+            self.collect(store.list(&part).await?, &mut found);
+        }
+        if found.is_empty() && self.last.is_none() {
+            // Nothing in the last two hours and nothing known: the whole trail, once.
+            let all = store.list(&format!("{}segments/", self.prefix)).await?;
+            self.collect(all, &mut found);
+        }
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        for (last, key) in found.into_iter().take(MAX_CANDIDATES) {
+            if let Some((_, known, cp)) = &self.last
+                && *known >= last
+            {
+                return Ok(Some(cp.clone()));
+            }
+            let head = store.get_prefix(&key, MAX_HEADER_READ).await?;
+            match segment::parse_header(&head) {
+                Ok((header, _))
+                    if matches!(
+                        trust.verify(&header.checkpoint),
+                        SignatureVerdict::Trusted { .. }
+                    ) =>
+                {
+                    self.last = Some((key, last, header.checkpoint.clone()));
+                    return Ok(Some(header.checkpoint));
+                }
+                Ok(_) => tracing::warn!(
+                    key,
+                    "anchor: a segment checkpoint the trust bundle does not verify"
+                ),
+                Err(e) => tracing::warn!(key, error = %e, "anchor: unreadable segment header"),
+            }
+        }
+        Ok(self.last.as_ref().map(|(_, _, cp)| cp.clone()))
+    }
+
+    fn collect(&self, objects: Vec<sealtrail_store::ObjectInfo>, into: &mut Vec<(u64, String)>) {
+        for o in objects.into_iter().filter(|o| o.irregular.is_none()) {
+            if let Some((_, last)) = segment::parse_object_key(&self.prefix, &o.key) {
+                into.push((last, o.key));
+            }
+        }
+    }
+}
