@@ -165,6 +165,18 @@ finding_kinds! {
     /// A pending batch no segment seals whose events a sealed batch holds (a retried
     /// request, or a copy).
     DuplicateBatch = "duplicate_batch", Advisory, Verify;
+    /// An RFC 3161 token under `timestamps/` that does not verify: not a token, a signature
+    /// or certificate path that fails, a TSA the trust bundle does not pin, an imprint
+    /// that is not the checkpoint its key names, or a checkpoint the trail does not hold.
+    BadTimestamp = "bad_timestamp", Integrity, Both;
+    /// A checkpoint dated later than the TSA time of a valid token covering it (on it or on
+    /// a later checkpoint), beyond the tolerance: the signer's clock ran ahead, or the
+    /// trail's times were set after the fact.
+    TimeInconsistent = "time_inconsistent", Integrity, Both;
+    /// Checkpoints that no valid token covers, the oldest of them older than the
+    /// threshold, while the trust bundle pins a timestamp authority: anchoring stopped, or
+    /// its tokens were deleted.
+    UntimestampedTail = "untimestamped_tail", Advisory, Verify;
     /// A bundle checkpoint that is not proven consistent with the bundle's head.
     Inconsistent = "inconsistent", Integrity, Bundle;
     /// A bundle event that the bundle's own selection does not select.

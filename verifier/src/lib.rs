@@ -37,7 +37,7 @@ pub mod signer;
 pub mod state;
 pub mod trail;
 
-pub use audit::{Options, verify_store};
+pub use audit::{DEFAULT_TIME_TOLERANCE, DEFAULT_UNTIMESTAMPED_AFTER, Options, verify_store};
 pub use findings::{Class, Finding, FindingKind};
 pub use lock::ObjectLockPolicy;
 pub use signer::{GrpcSigner, SignerConfig, SignerError, SignerSource};
@@ -110,11 +110,90 @@ pub struct Report {
     pub verified: Option<VerifiedCheckpoint>,
     /// What vouches for the tail after the newest stored checkpoint.
     pub tail_reference: TailReference,
+    /// RFC 3161 trusted time: the tokens read and the timestamped horizon.
+    pub timestamps: TimestampReport,
     pub findings: Vec<Finding>,
     /// The state to remember for the next run: set when the run had no integrity finding
     /// and the store holds a verified checkpoint.
     #[serde(skip)]
     pub state: Option<State>,
+}
+
+/// The RFC 3161 tokens of a run (docs/FORMAT.md §10.4).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TimestampReport {
+    /// Timestamp authorities the trust bundle pins (0: the trail is not expected to be
+    /// timestamped, and no `untimestamped_tail` is raised).
+    pub pinned: u64,
+    /// Tokens read and checked in this run.
+    pub tokens: u64,
+    /// Of those, the ones that verified and cover a trusted checkpoint of the trail.
+    pub valid: u64,
+    /// Tokens below a resumed state's horizon, not read again.
+    pub skipped: u64,
+    /// The newest checkpoint a valid token covers (this run, or the state's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<TimestampHorizon>,
+    /// Leaves after the horizon, up to the newest trusted checkpoint.
+    pub untimestamped_leaves: u64,
+    /// Time of the oldest checkpoint after the horizon.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untimestamped_since_ms: Option<u64>,
+}
+
+/// The newest checkpoint that a valid token covers, and the token's time: everything up to
+/// `size` existed no later than `tsa_time_ms`, on the word of `tsa`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampHorizon {
+    pub size: u64,
+    /// SHA-256 of the checkpoint's note text, hex.
+    pub checkpoint: String,
+    pub checkpoint_time_ms: u64,
+    pub tsa_time_ms: u64,
+    pub tsa: String,
+}
+
+impl TimestampReport {
+    /// The summary's lines on trusted time (none when nothing is pinned or stored).
+    pub fn describe(&self) -> String {
+        if self.pinned == 0 && self.tokens == 0 {
+            return String::new();
+        }
+        let mut s = format!(
+            "{} timestamp tokens read, {} valid{}\n",
+            self.tokens,
+            self.valid,
+            match self.skipped {
+                0 => String::new(),
+                n => format!(", {n} below the state's horizon not read again"),
+            }
+        );
+        match &self.horizon {
+            Some(h) => s.push_str(&format!(
+                "timestamped up to checkpoint {} ({}): existed by {} on the word of TSA {}; {} leaves after it untimestamped\n",
+                thousands(h.size),
+                format_ms(h.checkpoint_time_ms),
+                format_ms(h.tsa_time_ms),
+                h.tsa,
+                thousands(self.untimestamped_leaves)
+            )),
+            None => s.push_str("no checkpoint is covered by a valid timestamp\n"),
+        }
+        s
+    }
+}
+
+impl TimestampHorizon {
+    pub(crate) fn text_hash(&self) -> Result<[u8; 32], Error> {
+        hex::decode(&self.checkpoint)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| {
+                state::StateError::Invalid("timestamped.checkpoint is not 32 hex bytes".into())
+                    .into()
+            })
+    }
 }
 
 /// A checkpoint, by size and time.
@@ -224,6 +303,7 @@ impl Report {
         if let Some(n) = self.signer_tree_size {
             s.push_str(&format!("signer's latest checkpoint: tree size {n}\n"));
         }
+        s.push_str(&self.timestamps.describe());
         let integrity = self
             .findings
             .iter()

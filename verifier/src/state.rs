@@ -164,6 +164,10 @@ pub struct State {
     /// Pending batch key → the seal an earlier run verified for it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sealed: BTreeMap<String, crate::sealing::SealedRecord>,
+    /// The timestamped horizon an earlier run found (docs/FORMAT.md §10.4): tokens below it
+    /// are not read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamped: Option<crate::TimestampHorizon>,
     /// The digests of every (auditID, stage) pair stored up to `size` (16 bytes each,
     /// little-endian, sorted, base64), when the run that wrote it checked duplicates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,6 +207,7 @@ impl State {
                 .collect(),
             sealed: BTreeMap::new(),
             seen: None,
+            timestamped: None,
         }
     }
 

@@ -9,6 +9,7 @@
 use sealtrail_core::checkpoint::{CHECKPOINTS_PREFIX, MAX_NOTE_LEN, SignedCheckpoint};
 use sealtrail_core::pending::PENDING_PREFIX;
 use sealtrail_core::segment::{self, SegmentHeader};
+use sealtrail_core::timestamp::TIMESTAMPS_PREFIX;
 use sealtrail_store::{ObjectInfo, ObjectStore};
 
 use crate::Error;
@@ -32,6 +33,8 @@ pub struct Layout {
     pub segments: Vec<ObjectInfo>,
     pub checkpoints: Vec<ObjectInfo>,
     pub pending: Vec<ObjectInfo>,
+    /// RFC 3161 tokens (`timestamps/`).
+    pub timestamps: Vec<ObjectInfo>,
     /// Entries the store lists but cannot read (a symbolic link, a special file, a name
     /// that is not UTF-8 or that no store writes), wherever they are under the prefix.
     pub irregular: Vec<ObjectInfo>,
@@ -70,6 +73,7 @@ impl<'a> Trail<'a> {
         let segments = self.segments_prefix();
         let checkpoints = format!("{}{CHECKPOINTS_PREFIX}", self.prefix);
         let pending = format!("{}{PENDING_PREFIX}", self.prefix);
+        let timestamps = format!("{}{TIMESTAMPS_PREFIX}", self.prefix);
         for obj in self.store.list(self.prefix).await? {
             if obj.irregular.is_some() {
                 layout.irregular.push(obj);
@@ -79,6 +83,8 @@ impl<'a> Trail<'a> {
                 layout.checkpoints.push(obj);
             } else if obj.key.starts_with(&pending) {
                 layout.pending.push(obj);
+            } else if obj.key.starts_with(&timestamps) {
+                layout.timestamps.push(obj);
             }
         }
         Ok(layout)

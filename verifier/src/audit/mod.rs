@@ -22,6 +22,9 @@ mod events;
 mod reference;
 mod resume;
 mod segments;
+mod timestamps;
+
+pub use timestamps::{DEFAULT_TIME_TOLERANCE, DEFAULT_UNTIMESTAMPED_AFTER};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +70,12 @@ pub struct Options {
     /// Age after which a pending batch without a seal is `unsealed_batch` (`None`:
     /// [`crate::sealing::DEFAULT_SEAL_GRACE`]).
     pub seal_grace: Option<Duration>,
+    /// How much later than a covering TSA time a checkpoint may be dated before it is
+    /// `time_inconsistent` (`None`: [`DEFAULT_TIME_TOLERANCE`]).
+    pub time_tolerance: Option<Duration>,
+    /// Age after which checkpoints no token covers are `untimestamped_tail` (`None`:
+    /// [`DEFAULT_UNTIMESTAMPED_AFTER`]).
+    pub untimestamped_after: Option<Duration>,
 }
 
 /// Where a checkpoint was first seen, in findings: the state of an earlier run.
@@ -191,6 +200,16 @@ pub async fn verify_store(
         .map_or(0, |c| c.checkpoint.size);
     reference::missing_tail(&mut audit, pass.next, signed_size, pass.prev_key.as_deref());
     reference::check_chain(&mut audit, &cps, &base);
+    let earlier = options.state.as_ref().and_then(|s| s.timestamped.as_ref());
+    audit.report.timestamps = timestamps::check(
+        &mut audit,
+        &layout.timestamps,
+        &cps,
+        base.size(),
+        earlier,
+        now_ms(),
+    )
+    .await?;
 
     let (found, stats, sealed) = crate::sealing::check(
         audit.trail,

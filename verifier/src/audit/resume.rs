@@ -177,6 +177,7 @@ pub(super) fn next_state(
         rotations,
     );
     state.sealed = sealed;
+    state.timestamped = audit.report.timestamps.horizon.clone();
     if let Some(seen) = &pass.seen {
         state.set_seen(seen);
     }

@@ -79,6 +79,14 @@ pub struct Args {
     /// checkpoint): `future_event` (same units as --late-after; `off` to disable).
     #[arg(long, default_value = "5m")]
     pub future_after: String,
+    /// How much later than the TSA time of a token covering it a checkpoint may be dated
+    /// before it is `time_inconsistent` (same units as --late-after).
+    #[arg(long, default_value = "60s")]
+    pub time_tolerance: String,
+    /// With timestamp authorities pinned: report checkpoints that no token covers once the
+    /// oldest of them is older than this (`untimestamped_tail`; `off` to disable).
+    #[arg(long, default_value = "1h")]
+    pub untimestamped_after: String,
     /// Do not report (auditID, stage) pairs stored twice.
     #[arg(long)]
     pub no_duplicate_check: bool,
@@ -110,6 +118,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         late_after,
         future_after,
         seal_grace,
+        time_tolerance,
+        untimestamped_after,
         no_duplicate_check,
         min_retention_days,
         require_compliance,
@@ -124,6 +134,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("--seal-grace cannot be off"))?;
     let future_after =
         parse_duration_opt(&future_after).map_err(|e| anyhow::anyhow!("--future-after {e}"))?;
+    let time_tolerance = parse_duration_opt(&time_tolerance)
+        .map_err(|e| anyhow::anyhow!("--time-tolerance {e}"))?
+        .ok_or_else(|| anyhow::anyhow!("--time-tolerance cannot be off"))?;
+    // `off`: no age is too old.
+    let untimestamped_after = parse_duration_opt(&untimestamped_after)
+        .map_err(|e| anyhow::anyhow!("--untimestamped-after {e}"))?
+        .unwrap_or(Duration::MAX);
     let state_key = state_key.as_deref().map(StateKey::from_file).transpose()?;
     let mut options = Options {
         check_duplicates: !no_duplicate_check,
@@ -131,6 +148,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         future_after,
         allow_empty,
         seal_grace: Some(seal_grace),
+        time_tolerance: Some(time_tolerance),
+        untimestamped_after: Some(untimestamped_after),
         progress: std::io::stderr().is_terminal(),
         // Content hashes only serve the next run's state.
         no_object_hashes: state.is_none(),
