@@ -13,6 +13,7 @@
 //! - [`secret_volume`]: a directory updated the way the kubelet updates a mounted Secret.
 //! - [`softhsm`]: SoftHSM2 tokens in per-test directories, and `openssl` signature checks.
 //! - [`signing`]: what the key-backend tests share (a sample checkpoint, the signature form).
+//! - [`tsa`]: a real RFC 3161 timestamp authority (`openssl ts -reply`) on loopback.
 //!
 //! The end-to-end tests themselves live in `tests/tests/`.
 
@@ -23,3 +24,4 @@ pub mod proxy;
 pub mod secret_volume;
 pub mod signing;
 pub mod softhsm;
+pub mod tsa;
