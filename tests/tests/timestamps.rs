@@ -26,6 +26,7 @@ use sealtrail_signer::{DevKeyFile, KeyBackend as _};
 use sealtrail_store::{LocalDirStore, ObjectStore};
 use sealtrail_tests::proxy::Proxy;
 use sealtrail_tests::tsa::TestTsa;
+use sealtrail_verifier::prove::{Bundle, ProveOptions, Selection, check_bundle, prove};
 use sealtrail_verifier::{FindingKind, Options, Report, verify_store};
 
 const TSA: &str = "test-tsa";
@@ -152,6 +153,60 @@ async fn anchored_tokens_verify_and_each_failure_is_named() {
         report.summary().contains("timestamped up to checkpoint"),
         "{}",
         report.summary()
+    );
+
+    // A proof bundle carries the tokens on its checkpoints; check-bundle dates each event.
+    let first: serde_json::Value = serde_json::from_slice(&lines[0]).unwrap();
+    let selection = Selection::AuditId {
+        audit_id: first["auditID"].as_str().unwrap().to_string(),
+    };
+    let proved = prove(store.as_ref(), &trust, &selection, &ProveOptions::default())
+        .await
+        .unwrap();
+    assert!(proved.report.timestamps >= 1, "{:?}", proved.report);
+    let bundle = Bundle::parse(&proved.bytes).unwrap();
+    let checked = check_bundle(&bundle, &trust);
+    assert!(checked.verified, "{:?}", checked.problems);
+    assert!(checked.timestamps.iter().all(|t| t.valid));
+    assert!(
+        checked.events.iter().all(|e| e.existed_by.is_some()),
+        "{}",
+        checked.summary()
+    );
+    let bundle_file = h.dir.path().join("bundle.json");
+    std::fs::write(&bundle_file, &proved.bytes).unwrap();
+    let trust_file = h.dir.path().join("trust-tsa.json");
+    std::fs::write(&trust_file, trust.bundle().to_json()).unwrap();
+    let out = std::process::Command::new(binary("sealtrail-verify"))
+        .arg("check-bundle")
+        .arg(&bundle_file)
+        .arg("--trust")
+        .arg(&trust_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("timestamped by "), "{text}");
+    let mut tampered = bundle.clone();
+    for t in &mut tampered.timestamps {
+        *t.token.last_mut().unwrap() ^= 1;
+    }
+    let checked = check_bundle(&Bundle::parse(&tampered.encode()).unwrap(), &trust);
+    assert!(!checked.verified);
+    assert_eq!(
+        checked.problems.iter().map(|p| p.kind).collect::<Vec<_>>(),
+        vec![FindingKind::BadTimestamp; bundle.timestamps.len()],
+        "{:?}",
+        checked.problems
+    );
+    assert!(checked.events.iter().all(|e| e.existed_by.is_none()));
+    // Without the TSA pinned, the bundle's token is one of an unpinned TSA.
+    let checked = check_bundle(&bundle, &h.trust);
+    assert_eq!(
+        checked.problems.iter().map(|p| p.kind).collect::<Vec<_>>(),
+        vec![FindingKind::BadTimestamp; bundle.timestamps.len()],
+        "{:?}",
+        checked.problems
     );
 
     // The same store without the TSA pinned: its tokens are tokens of an unpinned TSA.

@@ -26,6 +26,8 @@ pub const MAX_BUNDLE_EVENTS: usize = 100_000;
 pub const MAX_BUNDLE_CHECKPOINTS: usize = MAX_BUNDLE_EVENTS + 1;
 /// Most rotation checkpoints in one bundle.
 pub const MAX_BUNDLE_ROTATIONS: usize = 1024;
+/// Most timestamp tokens in one bundle.
+pub const MAX_BUNDLE_TIMESTAMPS: usize = 4096;
 
 /// One proven event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,17 @@ pub struct Consistency {
     pub proofs: Vec<ConsistencyProof>,
 }
 
+/// An RFC 3161 token on one of the bundle's checkpoints, as stored (docs/FORMAT.md §10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleTimestamp {
+    /// Text hash of the checkpoint in [`Bundle::checkpoints`] the token is on.
+    pub checkpoint: Hash,
+    /// The TSA's name (its trust bundle entry).
+    pub tsa: String,
+    /// The token's DER bytes, as stored.
+    pub token: Vec<u8>,
+}
+
 /// A `sealtrail-proof/v1` file (docs/FORMAT.md §8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bundle {
@@ -75,6 +88,9 @@ pub struct Bundle {
     pub consistency: Option<Consistency>,
     /// Ordered by index, one per index.
     pub events: Vec<BundleEvent>,
+    /// Ordered by (their checkpoint's size, its text hash, TSA name), distinct; the member
+    /// is absent from the file when there are none.
+    pub timestamps: Vec<BundleTimestamp>,
 }
 
 impl Bundle {
@@ -111,6 +127,11 @@ impl Bundle {
         write_notes(&mut out, &self.rotations);
         out.extend_from_slice(b"],\"selection\":");
         self.selection.to_value().write_canonical(&mut out);
+        if !self.timestamps.is_empty() {
+            out.extend_from_slice(b",\"timestamps\":[");
+            write_joined(&mut out, &self.timestamps, write_timestamp);
+            out.push(b']');
+        }
         out.extend_from_slice(b"}\n");
         out
     }
@@ -129,7 +150,12 @@ impl Bundle {
             .chain(&self.rotations)
             .map(|c| c.text().len() + 16 + 136 * c.signatures.len())
             .sum();
-        events_len + notes_len + 1024
+        let tokens_len: usize = self
+            .timestamps
+            .iter()
+            .map(|t| t.token.len() * 4 / 3 + 128)
+            .sum();
+        events_len + notes_len + tokens_len + 1024
     }
 
     /// The rules on order and references that make a bundle's content one byte string:
@@ -161,6 +187,36 @@ impl Bundle {
                 "checkpoint {} is named by no event (and is not the head)",
                 hex::encode(h)
             ));
+        }
+        self.check_timestamps(&hashes)
+    }
+
+    /// Each token on a checkpoint of the bundle, under a valid TSA name, within the size
+    /// limit; ordered by (checkpoint order, TSA name), distinct.
+    fn check_timestamps(&self, hashes: &[Hash]) -> Result<(), String> {
+        let position: HashMap<&Hash, usize> =
+            hashes.iter().enumerate().map(|(i, h)| (h, i)).collect();
+        let mut keys = Vec::with_capacity(self.timestamps.len());
+        for (i, t) in self.timestamps.iter().enumerate() {
+            let Some(pos) = position.get(&t.checkpoint) else {
+                return Err(format!(
+                    "timestamps[{i}] is on checkpoint {}, which the bundle does not hold",
+                    hex::encode(t.checkpoint)
+                ));
+            };
+            if !crate::timestamp::is_valid_tsa_name(&t.tsa) {
+                return Err(format!("timestamps[{i}]: invalid TSA name"));
+            }
+            if t.token.is_empty() || t.token.len() > crate::timestamp::MAX_TOKEN_LEN {
+                return Err(format!(
+                    "timestamps[{i}]: a token of {} bytes",
+                    t.token.len()
+                ));
+            }
+            keys.push((*pos, t.tsa.as_str()));
+        }
+        if keys.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("timestamps are not distinct and ordered by (checkpoint, tsa)".into());
         }
         Ok(())
     }
@@ -276,6 +332,20 @@ fn write_event(out: &mut Vec<u8>, e: &BundleEvent) {
     out.extend_from_slice(e.index.to_string().as_bytes());
     out.extend_from_slice(b",\"proof\":");
     write_hashes(out, &e.proof);
+    out.push(b'}');
+}
+
+fn write_timestamp(out: &mut Vec<u8>, t: &BundleTimestamp) {
+    use base64::Engine as _;
+    out.extend_from_slice(b"{\"checkpoint\":");
+    write_hash(out, &t.checkpoint);
+    out.extend_from_slice(b",\"token\":");
+    write_string(
+        out,
+        &base64::engine::general_purpose::STANDARD.encode(&t.token),
+    );
+    out.extend_from_slice(b",\"tsa\":");
+    write_string(out, &t.tsa);
     out.push(b'}');
 }
 

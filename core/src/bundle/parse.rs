@@ -7,11 +7,12 @@ use crate::jcs::{self, Object, Value};
 use crate::merkle::{Hash, MAX_PROOF_HASHES};
 
 use super::{
-    Bundle, BundleEvent, Consistency, ConsistencyProof, EventFields, MAX_BUNDLE_CHECKPOINTS,
-    MAX_BUNDLE_EVENTS, MAX_BUNDLE_LEN, MAX_BUNDLE_ROTATIONS, PROOF_FORMAT, Selection, only_members,
+    Bundle, BundleEvent, BundleTimestamp, Consistency, ConsistencyProof, EventFields,
+    MAX_BUNDLE_CHECKPOINTS, MAX_BUNDLE_EVENTS, MAX_BUNDLE_LEN, MAX_BUNDLE_ROTATIONS,
+    MAX_BUNDLE_TIMESTAMPS, PROOF_FORMAT, Selection, only_members,
 };
 
-/// The members of the bundle object, all required.
+/// The members of the bundle object that are always there.
 const MEMBERS: &[&str] = &[
     "checkpoints",
     "consistency",
@@ -48,11 +49,15 @@ fn parse_bundle(bytes: &[u8]) -> Result<Bundle, String> {
     if top.get("format").and_then(Value::as_str) != Some(PROOF_FORMAT) {
         return Err(format!("format is not {PROOF_FORMAT:?}"));
     }
-    only_members(top, MEMBERS, &[], "bundle")?;
+    only_members(top, MEMBERS, &["timestamps"], "bundle")?;
     // Every count is checked before any entry is decoded.
     let checkpoint_values = array(top, "checkpoints", 1, MAX_BUNDLE_CHECKPOINTS)?;
     let event_values = array(top, "events", 1, MAX_BUNDLE_EVENTS)?;
     let rotation_values = array(top, "rotations", 0, MAX_BUNDLE_ROTATIONS)?;
+    let timestamp_values = match top.get("timestamps") {
+        None => &[][..],
+        Some(_) => array(top, "timestamps", 1, MAX_BUNDLE_TIMESTAMPS)?,
+    };
     let origin = top
         .get("origin")
         .and_then(Value::as_str)
@@ -67,6 +72,11 @@ fn parse_bundle(bytes: &[u8]) -> Result<Bundle, String> {
         .enumerate()
         .map(|(i, v)| parse_event(v).map_err(|e| format!("events[{i}]: {e}")))
         .collect::<Result<Vec<_>, String>>()?;
+    let timestamps = timestamp_values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_timestamp(v).map_err(|e| format!("timestamps[{i}]: {e}")))
+        .collect::<Result<Vec<_>, String>>()?;
     let consistency = match top.get("consistency") {
         Some(Value::Null) | None => None,
         Some(v) => Some(parse_consistency(v).map_err(|e| format!("consistency: {e}"))?),
@@ -78,6 +88,7 @@ fn parse_bundle(bytes: &[u8]) -> Result<Bundle, String> {
         rotations,
         consistency,
         events,
+        timestamps,
     };
     bundle.structure_problem()?;
     if bundle.encode() != bytes {
@@ -142,6 +153,31 @@ fn parse_event(v: &Value) -> Result<BundleEvent, String> {
         fields: EventFields::read(event)?,
         canonical: event.to_canonical(),
         proof: parse_hashes(o.get("proof"))?,
+    })
+}
+
+fn parse_timestamp(v: &Value) -> Result<BundleTimestamp, String> {
+    use base64::Engine as _;
+    let o = v.as_object().ok_or("not an object")?;
+    only_members(o, &["checkpoint", "token", "tsa"], &[], "timestamp entry")?;
+    let token = o
+        .get("token")
+        .and_then(Value::as_str)
+        .ok_or("token is not a string")?;
+    // Counted before decoding: base64 of the largest token.
+    if token.len() > crate::timestamp::MAX_TOKEN_LEN.div_ceil(3) * 4 {
+        return Err(format!("a token of {} base64 characters", token.len()));
+    }
+    Ok(BundleTimestamp {
+        checkpoint: parse_hash(o.get("checkpoint")).ok_or("checkpoint is not 64 hex digits")?,
+        tsa: o
+            .get("tsa")
+            .and_then(Value::as_str)
+            .ok_or("tsa is not a string")?
+            .to_string(),
+        token: base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .map_err(|e| format!("token: {e}"))?,
     })
 }
 

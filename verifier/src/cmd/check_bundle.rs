@@ -11,7 +11,8 @@ pub const CHECK_BUNDLE_EXIT_CODES: &str = "\
 Exit codes:
   0  every event, inclusion proof, checkpoint signature, rotation and consistency proof
      verifies against the trust bundle
-  1  something does not verify (each problem names its event or checkpoint)
+  1  something does not verify (each problem names its event or checkpoint), a
+     timestamp token included, or a checkpoint's time against the tokens covering it
   2  the bundle or the trust bundle cannot be read or parsed
   3  not settled: every proof holds, but the head (or, without consistency proofs, an
      event's checkpoint) is signed only by keys the pinned history retired
@@ -27,11 +28,23 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// How much later than the TSA time of a timestamp token covering it a checkpoint may
+    /// be dated before it is `time_inconsistent` (`90s`, `30m`, `1h`, `2d`).
+    #[arg(long, default_value = "60s")]
+    pub time_tolerance: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Args { file, trust, json } = args;
+    let Args {
+        file,
+        trust,
+        json,
+        time_tolerance,
+    } = args;
     let trust = load_trust(&trust)?;
+    let tolerance = super::parse_duration_opt(&time_tolerance)
+        .map_err(|e| anyhow::anyhow!("--time-tolerance {e}"))?
+        .ok_or_else(|| anyhow::anyhow!("--time-tolerance cannot be off"))?;
     let bytes = if file.as_os_str() == "-" {
         prove::read_limited(std::io::stdin().lock())
     } else {
@@ -39,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let bundle = Bundle::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let report = prove::check_bundle(&bundle, &trust);
+    let report = prove::check_bundle_with(&bundle, &trust, tolerance);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -11,8 +11,12 @@ use sealtrail_core::merkle::{self, Hash};
 use sealtrail_core::trust::{Keyring, SignatureVerdict, Trust};
 use serde::Serialize;
 
+use std::time::Duration;
+
 use crate::findings::FindingKind;
 use crate::format_ms;
+
+use super::timestamps::{self, TokenReport};
 
 /// One problem, with the event or checkpoint it is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,6 +52,10 @@ pub struct ProvenEvent {
     pub key_ids: Vec<String>,
     /// Inclusion proof, checkpoint signature and (when present) consistency all hold.
     pub verified: bool,
+    /// The earliest TSA time, RFC 3339, of a valid timestamp token covering the event: it
+    /// was in the log no later than this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existed_by: Option<String>,
 }
 
 /// A checked checkpoint.
@@ -95,14 +103,23 @@ pub struct CheckReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head: Option<String>,
     pub events: Vec<ProvenEvent>,
+    /// The bundle's RFC 3161 tokens.
+    pub timestamps: Vec<TokenReport>,
     pub problems: Vec<Problem>,
+}
+
+/// [`check_bundle_with`] with the default tolerance between checkpoint and TSA times.
+pub fn check_bundle(bundle: &Bundle, trust: &Trust) -> CheckReport {
+    check_bundle_with(bundle, trust, crate::DEFAULT_TIME_TOLERANCE)
 }
 
 /// Verifies a parsed bundle against a pinned trust bundle, with nothing else: rotations
 /// (oldest first, through a [`Keyring`]), every checkpoint signature, every event's leaf
 /// hash and inclusion proof, every consistency proof, and that every event is one the
-/// bundle's selection selects. Every problem is reported, not only the first.
-pub fn check_bundle(bundle: &Bundle, trust: &Trust) -> CheckReport {
+/// bundle's selection selects, and its timestamp tokens (`time_tolerance`: how much later
+/// than a covering TSA time a checkpoint may be dated). Every problem is reported, not
+/// only the first.
+pub fn check_bundle_with(bundle: &Bundle, trust: &Trust, time_tolerance: Duration) -> CheckReport {
     let mut c = Checker::new(bundle, trust);
     // Rotations first: a key's validity depends on sizes only, so learning every rotation
     // before checking the checkpoints judges each as the chain walk would.
@@ -113,9 +130,13 @@ pub fn check_bundle(bundle: &Bundle, trust: &Trust) -> CheckReport {
     }
     c.check_anchors();
     c.report_checkpoints();
+    let trusted: HashSet<Hash> = c.trusted.keys().copied().collect();
+    let stamps = timestamps::check(bundle, trust, &trusted, &c.consistent, time_tolerance);
     for e in &bundle.events {
-        c.check_event(e);
+        c.check_event(e, &stamps);
     }
+    c.report.timestamps = stamps.tokens;
+    c.report.problems.extend(stamps.problems);
     c.report.verified = c.report.problems.is_empty();
     c.report.settled = c
         .report
@@ -160,6 +181,7 @@ impl<'a> Checker<'a> {
                 checkpoints: Vec::new(),
                 head: bundle.consistency.as_ref().map(|c| hex::encode(c.head)),
                 events: Vec::new(),
+                timestamps: Vec::new(),
                 problems: Vec::new(),
             },
         };
@@ -373,7 +395,7 @@ impl<'a> Checker<'a> {
     }
 
     /// One event: its inclusion proof into its checkpoint, and the bundle's selection.
-    fn check_event(&mut self, e: &BundleEvent) {
+    fn check_event(&mut self, e: &BundleEvent, stamps: &timestamps::Checked) {
         let Some(cp) = self.by_hash.get(&e.checkpoint).copied() else {
             return;
         };
@@ -424,6 +446,7 @@ impl<'a> Checker<'a> {
             checkpoint_time: format_ms(c.time_ms),
             verified: included && key_ids.is_some() && selected && consistent,
             key_ids: key_ids.unwrap_or_default(),
+            existed_by: stamps.existed_by(e.index, &e.checkpoint, &self.consistent),
         });
     }
 }
@@ -472,6 +495,7 @@ impl CheckReport {
             self.selection.describe()
         );
         self.summarize_checkpoints(&mut s);
+        self.summarize_timestamps(&mut s);
         self.summarize_events(&mut s);
         if self.verified {
             s.push_str(
@@ -534,6 +558,32 @@ impl CheckReport {
         }
     }
 
+    /// The tokens, and how many events a valid one covers.
+    fn summarize_timestamps(&self, s: &mut String) {
+        for t in &self.timestamps {
+            s.push_str(&format!(
+                "timestamp of TSA {} on checkpoint size {}: {}\n",
+                t.tsa,
+                t.size,
+                match &t.tsa_time {
+                    Some(at) => format!("valid, the checkpoint existed by {at}"),
+                    None => "DOES NOT VERIFY".to_string(),
+                }
+            ));
+        }
+        if !self.timestamps.is_empty() {
+            let covered = self
+                .events
+                .iter()
+                .filter(|e| e.existed_by.is_some())
+                .count();
+            s.push_str(&format!(
+                "{covered} of {} events under a valid timestamp (each line gives the time it was in the log by)\n",
+                self.events.len()
+            ));
+        }
+    }
+
     /// The events: counts by stage, user and verb, then one line each.
     fn summarize_events(&self, s: &mut String) {
         let proven = self.events.iter().filter(|e| e.verified).count();
@@ -571,7 +621,7 @@ impl CheckReport {
         s.push('\n');
         for e in &self.events {
             s.push_str(&format!(
-                "  {} index {} {} {} {} {} auditID {} checkpoint size {} ({}) key {}\n",
+                "  {} index {} {} {} {} {} auditID {} checkpoint size {} ({}) key {}{}\n",
                 if e.verified { "ok " } else { "BAD" },
                 e.index,
                 e.fields.stage_timestamp.as_deref().unwrap_or("-"),
@@ -585,7 +635,10 @@ impl CheckReport {
                     "-".to_string()
                 } else {
                     e.key_ids.join(",")
-                }
+                },
+                e.existed_by
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(" timestamped by {t}"))
             ));
         }
     }

@@ -12,7 +12,8 @@
 //!
 //! [`check_bundle`] (`sealtrail-verify check-bundle`, [`check`]) verifies such a file with
 //! no store, signer or network: rotations through a keyring, each checkpoint's signature,
-//! each event's leaf hash and inclusion proof, and each consistency proof.
+//! each event's leaf hash and inclusion proof, and each consistency proof; and the RFC 3161
+//! tokens `prove` found on the bundle's checkpoints ([`timestamps`]), which date them.
 //!
 //! Why consistency proofs, although every event already proves into a signed checkpoint:
 //! they make the bundle's checkpoints one history, so that a reader compares one head with
@@ -28,16 +29,20 @@
 mod check;
 mod run;
 mod select;
+mod timestamps;
 mod tree;
 
 pub use check::{
     CheckReport, CheckpointReport, Problem, ProvenEvent, RotationReport, check_bundle,
+    check_bundle_with,
 };
 pub use run::{DEFAULT_MARGIN, ProveOptions, ProveReport, Proved, prove};
 pub use sealtrail_core::bundle::{
-    Bundle, BundleEvent, Consistency, ConsistencyProof, EventFields, MAX_BUNDLE_CHECKPOINTS,
-    MAX_BUNDLE_EVENTS, MAX_BUNDLE_LEN, MAX_BUNDLE_ROTATIONS, PROOF_FORMAT, Selection,
+    Bundle, BundleEvent, BundleTimestamp, Consistency, ConsistencyProof, EventFields,
+    MAX_BUNDLE_CHECKPOINTS, MAX_BUNDLE_EVENTS, MAX_BUNDLE_LEN, MAX_BUNDLE_ROTATIONS, PROOF_FORMAT,
+    Selection,
 };
+pub use timestamps::TokenReport;
 
 use crate::Error;
 

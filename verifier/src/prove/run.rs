@@ -62,6 +62,8 @@ pub struct ProveReport {
     pub events: u64,
     pub checkpoints: u64,
     pub rotations: u64,
+    /// Timestamp tokens included (those on the bundle's checkpoints that verify).
+    pub timestamps: u64,
     /// Tree size of the head, with consistency proofs.
     pub head_size: Option<u64>,
     pub segments_listed: u64,
@@ -86,6 +88,12 @@ impl ProveReport {
                 "consistency proofs to the head of size {n}, computed from the stored leaves\n"
             )),
             None => s.push_str("no consistency proofs\n"),
+        }
+        if self.timestamps > 0 {
+            s.push_str(&format!(
+                "{} timestamp tokens on the bundle's checkpoints\n",
+                self.timestamps
+            ));
         }
         match &self.partitions {
             Some((a, b)) => s.push_str(&format!(
@@ -172,7 +180,7 @@ pub async fn prove(
     };
     let mut tree = head.as_ref().map(HeadTree::new);
     run.walk(&segments, tree.as_mut()).await?;
-    run.finish(head, tree.as_ref())
+    run.finish(head, tree.as_ref()).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -343,7 +351,7 @@ impl Run<'_> {
 
 impl Run<'_> {
     /// The bundle of what was kept, once nothing failed, checked as `check-bundle` would.
-    fn finish(
+    async fn finish(
         mut self,
         head: Option<SignedCheckpoint>,
         tree: Option<&HeadTree>,
@@ -377,6 +385,14 @@ impl Run<'_> {
         self.report.events = self.picked.events.len() as u64;
         self.report.checkpoints = checkpoints.len() as u64;
         self.report.head_size = head.as_ref().map(|h| h.checkpoint.size);
+        let timestamps = super::timestamps::stored_for(
+            &self.trail,
+            self.trust,
+            &checkpoints,
+            &mut self.report.warnings,
+        )
+        .await?;
+        self.report.timestamps = timestamps.len() as u64;
         let bundle = Bundle {
             origin: self.trust.origin().to_string(),
             selection: self.selection.clone(),
@@ -386,6 +402,7 @@ impl Run<'_> {
             events: std::mem::take(&mut self.picked.events)
                 .into_values()
                 .collect(),
+            timestamps,
         };
         let (bytes, unsettled) = export(&bundle, self.trust)?;
         self.report.warnings.extend(unsettled);
