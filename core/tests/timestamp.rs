@@ -1,6 +1,9 @@
-//! RFC 3161 tokens against the vector of docs/FORMAT.md §10.5: a real token that OpenSSL's
+//! RFC 3161 tokens against the vector of docs/FORMAT.md §10.7: a real token that OpenSSL's
 //! own TSA (`openssl ts -reply`) made for checkpoint.note, with a test PKI
-//! (scripts/make-timestamp-vectors). Each check of §10.3 is made to fail once.
+//! (scripts/make-timestamp-vectors). The checks of §10.4 that a changed token can reach
+//! here (the path to a pinned root, the signature, the message digest, the response's
+//! framing) are each made to fail; the others are in tests/tests/timestamps.rs or need a
+//! TSA that misbehaves.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

@@ -28,6 +28,11 @@ pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 pub const MAX_TOKEN_CERTS: usize = 8;
 /// Longest TSA name (a trust bundle entry, and the last part of a token's key).
 pub const MAX_TSA_NAME_LEN: usize = 64;
+/// Largest stated accuracy of a token's time accepted: beyond, the time says too little.
+pub const MAX_ACCURACY_MS: u64 = 3_600_000;
+/// Default tolerance between a checkpoint's time and a TSA time covering it: the verifier's
+/// `time_inconsistent` threshold, and what the anchor refuses to store.
+pub const DEFAULT_TIME_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `id-sha256`: the only message imprint algorithm Sealtrail requests and accepts.
 pub(crate) const ID_SHA256: der::oid::ObjectIdentifier =

@@ -5,16 +5,18 @@
 use cms::cert::CertificateChoices;
 use cms::content_info::ContentInfo;
 use cms::signed_data::{SignedData, SignerIdentifier, SignerInfo};
-use der::asn1::{GeneralizedTime, ObjectIdentifier as Oid, OctetString};
-use der::{Any, Decode as _, Encode as _, Sequence};
+use der::asn1::{Int, ObjectIdentifier as Oid, OctetString};
+use der::{Any, Decode as _, Encode as _, Sequence, Tag, Tagged as _};
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
 use sha2::{Digest as _, Sha256, Sha384, Sha512};
 use webpki::aws_lc_rs as algs;
 use x509_cert::Certificate;
+use x509_cert::ext::Extensions;
+use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::spki::AlgorithmIdentifierOwned;
-use x509_tsp::TstInfo;
+use x509_tsp::{Accuracy, MessageImprint, TspVersion};
 
-use super::{ID_SHA256, MAX_TOKEN_CERTS, MAX_TOKEN_LEN, der_err};
+use super::{ID_SHA256, MAX_ACCURACY_MS, MAX_TOKEN_CERTS, MAX_TOKEN_LEN, der_err};
 use crate::Error;
 use crate::merkle::Hash;
 use crate::trust::TrustedTsa;
@@ -69,7 +71,30 @@ pub struct TokenInfo {
     pub signer: String,
 }
 
-/// Verifies a stored token against `tsa`'s pinned roots (docs/FORMAT.md §10.3): every check
+/// TSTInfo (RFC 3161 §2.4.2) with `genTime` read by hand: the ASN.1 library's
+/// GeneralizedTime refuses the fraction of a second RFC 3161 allows (and many TSAs send).
+// Every member is decoded so that a malformed TSTInfo is refused; not all are used.
+#[allow(dead_code)]
+#[derive(Sequence)]
+struct TstInfo {
+    version: TspVersion,
+    policy: Oid,
+    message_imprint: MessageImprint,
+    serial_number: Int,
+    gen_time: Any,
+    #[asn1(optional = "true")]
+    accuracy: Option<Accuracy>,
+    #[asn1(default = "Default::default")]
+    ordering: bool,
+    #[asn1(optional = "true")]
+    nonce: Option<Int>,
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
+    tsa: Option<GeneralName>,
+    #[asn1(context_specific = "1", tag_mode = "IMPLICIT", optional = "true")]
+    extensions: Option<Extensions>,
+}
+
+/// Verifies a stored token against `tsa`'s pinned roots (docs/FORMAT.md §10.4): every check
 /// must pass; the first that fails is the error.
 pub fn verify_token(bytes: &[u8], tsa: &TrustedTsa) -> Result<TokenInfo, Error> {
     if bytes.len() > MAX_TOKEN_LEN {
@@ -142,8 +167,13 @@ fn tst_info(tst: &TstInfo) -> Result<TokenInfo, Error> {
             .saturating_add(part(a.millis))
             .saturating_add(part(a.micros).div_ceil(1000))
     });
+    if accuracy_ms > MAX_ACCURACY_MS {
+        return Err(bad(format!(
+            "an accuracy of {accuracy_ms} ms (max {MAX_ACCURACY_MS}): the time says too little"
+        )));
+    }
     Ok(TokenInfo {
-        gen_time_ms: gen_time_ms(&tst.gen_time),
+        gen_time_ms: gen_time_ms(&tst.gen_time)?,
         accuracy_ms,
         imprint,
         nonce: tst.nonce.as_ref().map(|n| n.as_bytes().to_vec()),
@@ -153,11 +183,55 @@ fn tst_info(tst: &TstInfo) -> Result<TokenInfo, Error> {
     })
 }
 
-fn gen_time_ms(t: &GeneralizedTime) -> u64 {
-    u64::try_from(t.to_unix_duration().as_millis()).unwrap_or(u64::MAX)
+/// `genTime`: a GeneralizedTime `YYYYMMDDHHMMSS[.f+]Z` (RFC 3161 §2.4.2: UTC, a fraction
+/// without trailing zeros), in Unix milliseconds, a fraction finer than that rounded up
+/// (the token's time is an upper bound).
+fn gen_time_ms(t: &Any) -> Result<u64, Error> {
+    let bad_time = || bad("genTime is not a GeneralizedTime YYYYMMDDHHMMSS[.f]Z".into());
+    if t.tag() != Tag::GeneralizedTime {
+        return Err(bad_time());
+    }
+    let v = t.value();
+    let (body, frac) = match v.strip_suffix(b"Z").ok_or_else(bad_time)? {
+        b if b.len() == 14 => (b, &b""[..]),
+        b if b.len() > 15 && b[14] == b'.' => (&b[..14], &b[15..]),
+        _ => return Err(bad_time()),
+    };
+    if !body.iter().chain(frac).all(u8::is_ascii_digit) || frac.last() == Some(&b'0') {
+        return Err(bad_time());
+    }
+    let num = |r: std::ops::Range<usize>| {
+        body[r]
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    let month = u8::try_from(num(4..6))
+        .ok()
+        .and_then(|m| time::Month::try_from(m).ok());
+    let date = month
+        .and_then(|m| time::Date::from_calendar_date(num(0..4) as i32, m, num(6..8) as u8).ok())
+        .ok_or_else(bad_time)?;
+    let at = date
+        .with_hms(num(8..10) as u8, num(10..12) as u8, num(12..14) as u8)
+        .map_err(|_| bad_time())?
+        .assume_utc()
+        .unix_timestamp();
+    let secs = u64::try_from(at).map_err(|_| bad_time())?;
+    // Milliseconds of the fraction, rounded up.
+    let mut ms = 0u64;
+    for (i, d) in frac.iter().enumerate() {
+        let d = u64::from(d - b'0');
+        if i < 3 {
+            ms += d * 10u64.pow(2 - i as u32);
+        } else if d > 0 {
+            ms += 1;
+            break;
+        }
+    }
+    Ok(secs.saturating_mul(1000).saturating_add(ms))
 }
 
-/// The token's certificates: DER and parsed, in the token's order.
+/// The token's certificates: DER and parsed (in DER SET OF order).
 fn token_certs(sd: &SignedData) -> Result<Vec<(Vec<u8>, Certificate)>, Error> {
     let Some(set) = &sd.certificates else {
         return Err(bad(
@@ -326,7 +400,7 @@ fn check_signature(si: &SignerInfo, signer_der: &[u8]) -> Result<(), Error> {
 
 /// A path from the signer's certificate to one of `tsa`'s roots, through the token's other
 /// certificates and the bundle's intermediates, every certificate valid at the token's
-/// time and the signer's allowed `id-kp-timeStamping`.
+/// time, and `id-kp-timeStamping` allowed wherever an extended key usage is present.
 fn check_path(
     signer_der: &[u8],
     certs: &[(Vec<u8>, Certificate)],
@@ -354,7 +428,9 @@ fn check_path(
         &anchors,
         &intermediates,
         time,
-        webpki::KeyUsage::required(TIME_STAMPING_DER),
+        // Intermediates may carry no extended key usage at all; the TSA certificate's own
+        // is checked by `check_purpose` (critical, time stamping alone).
+        webpki::KeyUsage::required_if_present(TIME_STAMPING_DER),
         None,
         None,
     )
@@ -383,4 +459,43 @@ fn check_purpose(cert: &Certificate) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn at(s: &str) -> Result<u64, Error> {
+        gen_time_ms(&Any::new(Tag::GeneralizedTime, s.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn gen_time_takes_fractions_and_rounds_up() {
+        // 2026-12-06T21:13:04Z.
+        let base = 1_796_591_584_000;
+        assert_eq!(at("20261206211304Z").unwrap(), base);
+        assert_eq!(at("20261206211304.5Z").unwrap(), base + 500);
+        assert_eq!(at("20261206211304.123Z").unwrap(), base + 123);
+        assert_eq!(at("20261206211304.1231Z").unwrap(), base + 124);
+        assert_eq!(at("20261206211304.0001Z").unwrap(), base + 1);
+    }
+
+    #[test]
+    fn gen_time_refuses_other_spellings() {
+        for bad in [
+            "20261206211304",
+            "20261206211304.50Z",
+            "20261206211304.Z",
+            "202612062113Z",
+            "20261206211304+0100",
+            "20261306211304Z",
+            "2026120621130aZ",
+            "20261206241304Z",
+        ] {
+            assert!(at(bad).is_err(), "{bad}");
+        }
+        let utc_time = Any::new(Tag::UtcTime, b"261206211304Z".as_slice()).unwrap();
+        assert!(gen_time_ms(&utc_time).is_err());
+    }
 }
