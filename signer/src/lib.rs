@@ -16,8 +16,12 @@
 //! object storage, so that a second signer elsewhere cannot extend the log ([`fence`]).
 //! A re-sent Append is answered with its original indexes and checkpoint ([`log`]).
 //!
-//! What it does not: no event parsing, no segment objects (only the fence records), no
-//! verification of the trail (that is `sealtrail-verify`).
+//! [`anchor`] (`sealtrail-signer anchor`) runs beside it without any key: RFC 3161 tokens
+//! from timestamp authorities on the newest stored checkpoint, stored next to the trail.
+//!
+//! What it does not: no event parsing, no segment objects (only the fence records; the
+//! anchor reads segment headers and writes tokens), no verification of the trail (that is
+//! `sealtrail-verify`).
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -34,9 +34,10 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_ALERT_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Default time one request may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How far a TSA's time may be before the checkpoint's own time: more is a TSA (or
-/// signer) clock that would make the token a `time_inconsistent` finding; not stored.
-pub const MAX_TSA_BEHIND: Duration = Duration::from_secs(5 * 60);
+/// How far a TSA's time (plus its accuracy) may be before the checkpoint's own time: the
+/// verifier's default tolerance, so that the anchor never stores a token `verify` would
+/// call `time_inconsistent` by default (a TSA or signer clock is wrong: alert instead).
+pub const MAX_TSA_BEHIND: Duration = sealtrail_core::timestamp::DEFAULT_TIME_TOLERANCE;
 
 /// What the anchor does.
 #[derive(Debug, Clone)]
@@ -71,6 +72,7 @@ pub struct AnchorMetrics {
     pub lag_seconds: Family<TsaLabel, Gauge>,
     pub overdue: Family<TsaLabel, Gauge>,
     pub store_errors: Counter,
+    pub unverified_checkpoints: Counter,
 }
 
 impl Default for AnchorMetrics {
@@ -84,6 +86,7 @@ impl Default for AnchorMetrics {
             lag_seconds: Family::default(),
             overdue: Family::default(),
             store_errors: Counter::default(),
+            unverified_checkpoints: Counter::default(),
         };
         registry.register(
             "tokens",
@@ -114,6 +117,11 @@ impl Default for AnchorMetrics {
             "store_errors",
             "Failed reads of the store while looking for the newest checkpoint",
             m.store_errors.clone(),
+        );
+        registry.register(
+            "unverified_checkpoints",
+            "Newest segments whose checkpoint the anchor's trust bundle does not verify (passed over: a stale bundle after a rotation, or a planted segment)",
+            m.unverified_checkpoints.clone(),
         );
         Self { registry, ..m }
     }
@@ -170,16 +178,22 @@ pub async fn run(
             () = &mut shutdown => return,
         }
         let cp = match newest.find(store.as_ref(), &config.trust).await {
-            Ok(Some(cp)) => cp,
-            Ok(None) => continue,
+            Ok((cp, unverified)) => {
+                metrics.unverified_checkpoints.inc_by(unverified);
+                cp
+            }
             Err(e) => {
                 metrics.store_errors.inc();
                 tracing::warn!(error = %e, "anchor: cannot read the newest checkpoint");
-                continue;
+                None
             }
         };
         for (tsa, state) in config.tsas.iter().zip(&mut states) {
-            anchor_one(&config, store.as_ref(), &metrics, &tls, tsa, state, &cp).await;
+            if let Some(cp) = &cp {
+                anchor_one(&config, store.as_ref(), &metrics, &tls, tsa, state, cp).await;
+            }
+            // Also while the store cannot be read: the lag keeps growing, and alerts.
+            report_lag(&config, &metrics, tsa, state);
         }
     }
 }
@@ -224,6 +238,13 @@ async fn anchor_one(
             }
         }
     }
+}
+
+/// The lag and overdue gauges of `tsa`.
+fn report_lag(config: &AnchorConfig, metrics: &AnchorMetrics, tsa: &Tsa, state: &TsaState) {
+    let label = TsaLabel {
+        tsa: tsa.name().to_string(),
+    };
     let lag_ms = state
         .behind_since_ms
         .map_or(0, |since| now_ms().saturating_sub(since));
@@ -248,8 +269,8 @@ async fn stamp_and_store(
     cp: &SignedCheckpoint,
 ) -> Result<bool, (&'static str, String)> {
     let key = timestamp::object_key(&config.prefix, cp.checkpoint.size, &cp.hash(), tsa.name());
-    match store.get_prefix(&key, 1).await {
-        Ok(_) => return Ok(false),
+    match store.get(&key).await {
+        Ok(existing) => return already_stored(&key, &existing, tsa, cp),
         Err(StoreError::NotFound(_)) => {}
         Err(e) => return Err(("store", e.to_string())),
     }
@@ -280,8 +301,29 @@ async fn stamp_and_store(
             Ok(true)
         }
         // Another anchor stored its own token for this checkpoint meanwhile.
-        Err(StoreError::Conflict(_)) => Ok(false),
+        Err(StoreError::Conflict(_)) => match store.get(&key).await {
+            Ok(existing) => already_stored(&key, &existing, tsa, cp),
+            Err(e) => Err(("store", e.to_string())),
+        },
         Err(e) => Err(("store", e.to_string())),
+    }
+}
+
+/// What is already at a token's key counts only if it is a valid token of `tsa` for `cp`:
+/// anything else cannot be replaced (create-new) and is the verifier's `bad_timestamp`.
+fn already_stored(
+    key: &str,
+    existing: &[u8],
+    tsa: &Tsa,
+    cp: &SignedCheckpoint,
+) -> Result<bool, (&'static str, String)> {
+    match timestamp::verify_token(existing, &tsa.pinned) {
+        Ok(info) if info.imprint == cp.hash() => Ok(false),
+        Ok(_) => Err((
+            "store",
+            format!("{key} holds a token for another checkpoint"),
+        )),
+        Err(e) => Err(("store", format!("{key} holds no valid token ({e})"))),
     }
 }
 

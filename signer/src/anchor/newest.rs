@@ -33,11 +33,13 @@ impl NewestCheckpoint {
     /// The checkpoint of the newest segment whose checkpoint `trust` verifies; `None`
     /// while the store holds none. A segment whose checkpoint does not verify (planted,
     /// or damaged) is passed over: it is the verifier's finding, not something to anchor.
+    ///
+    /// Also returns how many newer segments were passed over.
     pub async fn find(
         &mut self,
         store: &dyn ObjectStore,
         trust: &Trust,
-    ) -> Result<Option<SignedCheckpoint>, StoreError> {
+    ) -> Result<(Option<SignedCheckpoint>, u64), StoreError> {
         let now = super::now_ms();
         let mut found: Vec<(u64, String)> = Vec::new();
         for hour in [now.saturating_sub(HOUR_MS), now] {
@@ -50,11 +52,12 @@ impl NewestCheckpoint {
             self.collect(all, &mut found);
         }
         found.sort_unstable_by(|a, b| b.cmp(a));
+        let mut passed_over = 0;
         for (last, key) in found.into_iter().take(MAX_CANDIDATES) {
             if let Some((_, known, cp)) = &self.last
                 && *known >= last
             {
-                return Ok(Some(cp.clone()));
+                return Ok((Some(cp.clone()), passed_over));
             }
             let head = store.get_prefix(&key, MAX_HEADER_READ).await?;
             match segment::parse_header(&head) {
@@ -65,7 +68,7 @@ impl NewestCheckpoint {
                     ) =>
                 {
                     self.last = Some((key, last, header.checkpoint.clone()));
-                    return Ok(Some(header.checkpoint));
+                    return Ok((Some(header.checkpoint), passed_over));
                 }
                 Ok(_) => tracing::warn!(
                     key,
@@ -73,8 +76,9 @@ impl NewestCheckpoint {
                 ),
                 Err(e) => tracing::warn!(key, error = %e, "anchor: unreadable segment header"),
             }
+            passed_over += 1;
         }
-        Ok(self.last.as_ref().map(|(_, _, cp)| cp.clone()))
+        Ok((self.last.as_ref().map(|(_, _, cp)| cp.clone()), passed_over))
     }
 
     fn collect(&self, objects: Vec<sealtrail_store::ObjectInfo>, into: &mut Vec<(u64, String)>) {

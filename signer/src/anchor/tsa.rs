@@ -160,7 +160,8 @@ where
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !kind.starts_with("application/timestamp-reply") {
+    let media = kind.split(';').next().unwrap_or_default().trim();
+    if !media.eq_ignore_ascii_case("application/timestamp-reply") {
         return Err(TsaError::Http(format!(
             "content type {kind:?}, not application/timestamp-reply"
         )));
