@@ -566,3 +566,74 @@ async fn the_anchor_binary_stores_tokens_the_verify_binary_accepts() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_runs_judge_new_tokens_and_carry_the_horizon() {
+    let h = Harness::start().await;
+    let tsa = TestTsa::start("Sealtrail test TSA").await.unwrap();
+    let trust = with_tsa(&h.trust, &tsa);
+    let store: Arc<dyn ObjectStore> = Arc::new(h.store());
+    let lines = event_lines();
+    let (a, rest) = lines.split_at(lines.len() / 3);
+    let (b, c) = rest.split_at(rest.len() / 2);
+
+    // A first run before any token: its state has no horizon.
+    replay(&h, a, 40).await;
+    let first = h.tree_size().await;
+    let r = verify(&h.store_dir, &trust, &Options::default()).await;
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    let state = r.state.unwrap();
+    assert!(state.timestamped.is_none());
+
+    // A token on an older checkpoint, which a resumed run does not hold (its segment is
+    // not re-read): not judged, no finding.
+    let oldest = std::fs::read(&segments(&h.store_dir)[0]).unwrap();
+    let cp0 = segment::parse_header(&oldest).unwrap().0.checkpoint;
+    assert!(cp0.checkpoint.size < first, "the first replay made several checkpoints");
+    let key0 = timestamp::object_key("", cp0.checkpoint.size, &cp0.hash(), TSA);
+    put(&h.store_dir, &key0, &tsa.token_for(&cp0.hash()).unwrap());
+    let resumed = Options {
+        state: Some(state.clone()),
+        ..Options::default()
+    };
+    let r = verify(&h.store_dir, &trust, &resumed).await;
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    assert_eq!((r.timestamps.tokens, r.timestamps.valid), (1, 0));
+    std::fs::remove_file(h.store_dir.join(&key0)).unwrap();
+
+    // The anchor stamps the checkpoint that run verified, then a later one.
+    let (metrics, stop) = start_anchor(store.clone(), &trust, &tsa.url(), Duration::from_secs(60));
+    wait_anchored(&metrics, first).await;
+    replay(&h, b, 40).await;
+    let second = h.tree_size().await;
+    wait_anchored(&metrics, second).await;
+    let resumed = Options {
+        state: Some(state),
+        ..Options::default()
+    };
+    let r = verify(&h.store_dir, &trust, &resumed).await;
+    // The token on the first run's checkpoint is judged against the checkpoint the state
+    // remembers (its segment is not re-read); the later one sets the horizon.
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    assert_eq!((r.timestamps.tokens, r.timestamps.valid), (2, 2));
+    let horizon = r.timestamps.horizon.clone().unwrap();
+    assert_eq!(horizon.size, second);
+    let state = r.state.unwrap();
+    assert_eq!(state.timestamped.as_ref(), Some(&horizon));
+
+    // The next run reads only the tokens from the horizon on, and carries it while the
+    // anchor is stopped.
+    drop(stop);
+    replay(&h, c, 40).await;
+    let third = h.tree_size().await;
+    let resumed = Options {
+        state: Some(state),
+        ..Options::default()
+    };
+    let r = verify(&h.store_dir, &trust, &resumed).await;
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    assert_eq!(r.timestamps.skipped, 1);
+    assert_eq!(r.timestamps.horizon.as_ref(), Some(&horizon));
+    assert_eq!(r.timestamps.untimestamped_leaves, third - second);
+    h.shutdown().await;
+}

@@ -119,7 +119,7 @@ pub struct Report {
     pub state: Option<State>,
 }
 
-/// The RFC 3161 tokens of a run (docs/FORMAT.md §10.4).
+/// The RFC 3161 tokens of a run (docs/FORMAT.md §10.5).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TimestampReport {
     /// Timestamp authorities the trust bundle pins (0: the trail is not expected to be
@@ -151,6 +151,9 @@ pub struct TimestampHorizon {
     pub checkpoint: String,
     pub checkpoint_time_ms: u64,
     pub tsa_time_ms: u64,
+    /// The token's stated accuracy: the TSA vouches for no later than `tsa_time_ms` plus this.
+    #[serde(default)]
+    pub tsa_accuracy_ms: u64,
     pub tsa: String,
 }
 
@@ -171,10 +174,11 @@ impl TimestampReport {
         );
         match &self.horizon {
             Some(h) => s.push_str(&format!(
-                "timestamped up to checkpoint {} ({}): existed by {} on the word of TSA {}; {} leaves after it untimestamped\n",
+                "timestamped up to checkpoint {} ({}): existed by {} (accuracy ±{} ms) on the word of TSA {}; {} leaves after it untimestamped\n",
                 thousands(h.size),
                 format_ms(h.checkpoint_time_ms),
                 format_ms(h.tsa_time_ms),
+                h.tsa_accuracy_ms,
                 h.tsa,
                 thousands(self.untimestamped_leaves)
             )),

@@ -164,7 +164,7 @@ pub struct State {
     /// Pending batch key → the seal an earlier run verified for it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sealed: BTreeMap<String, crate::sealing::SealedRecord>,
-    /// The timestamped horizon an earlier run found (docs/FORMAT.md §10.4): tokens below it
+    /// The timestamped horizon an earlier run found (docs/FORMAT.md §10.5): tokens below it
     /// are not read again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamped: Option<crate::TimestampHorizon>,
@@ -342,6 +342,13 @@ impl State {
         }
         let cp = SignedCheckpoint::parse(self.checkpoint.as_bytes())
             .map_err(|e| StateError::Invalid(format!("state checkpoint: {e}")))?;
+        if let Some(h) = &self.timestamped
+            && (h.size > cp.checkpoint.size || h.text_hash().is_err())
+        {
+            return Err(StateError::Invalid(
+                "the state's timestamped horizon is beyond its checkpoint, or not a checkpoint hash".into(),
+            ));
+        }
         let mut keyring = Keyring::new(trust.clone());
         for note in &self.rotations {
             let rotation = SignedCheckpoint::parse(note.as_bytes())

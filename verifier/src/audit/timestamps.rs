@@ -1,4 +1,4 @@
-//! RFC 3161 tokens under `timestamps/` (docs/FORMAT.md §10.4): each one verified against
+//! RFC 3161 tokens under `timestamps/` (docs/FORMAT.md §10.5): each one verified against
 //! the pinned TSA its key names and matched to a stored checkpoint; then the timestamped
 //! horizon, every checkpoint's time against the TSA times that cover it, and the tail that
 //! no token covers yet.
@@ -12,14 +12,15 @@ use super::Audit;
 use super::checkpoints::Checkpoints;
 use crate::{Error, FindingKind, TimestampHorizon, TimestampReport};
 
-/// Default tolerance between a checkpoint's time and a TSA time that covers it.
-pub const DEFAULT_TIME_TOLERANCE: Duration = Duration::from_secs(60);
+pub use sealtrail_core::timestamp::DEFAULT_TIME_TOLERANCE;
 /// Default age after which checkpoints no token covers are `untimestamped_tail`.
 pub const DEFAULT_UNTIMESTAMPED_AFTER: Duration = Duration::from_secs(3600);
 
 /// A token that verified and names a checkpoint of the trail.
 struct Covering {
     size: u64,
+    /// Text hash of the checkpoint it is on.
+    hash: [u8; 32],
     /// The TSA time, plus its stated accuracy: the latest the TSA's clock may have meant.
     latest_ms: u64,
     horizon: TimestampHorizon,
@@ -124,8 +125,9 @@ async fn check_one(
         }
         None => match earlier {
             Some(e) if e.size == size && &e.text_hash()? == hash => e.checkpoint_time_ms,
-            // Verified by an earlier run's segments, not re-read by this one.
-            Some(_) if size <= base_size => return Ok(Ok(None)),
+            // A checkpoint of the segments an earlier run verified (resumed from its
+            // state), not re-read by this one: not judged.
+            _ if size <= base_size => return Ok(Ok(None)),
             _ => {
                 return Ok(Err(format!(
                     "the token names checkpoint {} of size {size}, which the trail does not hold",
@@ -136,12 +138,14 @@ async fn check_one(
     };
     Ok(Ok(Some(Covering {
         size,
+        hash: *hash,
         latest_ms: info.gen_time_ms.saturating_add(info.accuracy_ms),
         horizon: TimestampHorizon {
             size,
             checkpoint: hex::encode(hash),
             checkpoint_time_ms,
             tsa_time_ms: info.gen_time_ms,
+            tsa_accuracy_ms: info.accuracy_ms,
             tsa: tsa.to_string(),
         },
         key: obj.key.clone(),
@@ -149,7 +153,9 @@ async fn check_one(
 }
 
 /// `time_inconsistent`: a checkpoint dated later than the earliest TSA time among the tokens
-/// that cover it (on it or on a larger checkpoint), beyond the tolerance.
+/// that cover it (on it, or on a checkpoint of a larger tree), beyond the tolerance. A
+/// token on another checkpoint of the same size (a rotation repeats the tree it follows,
+/// signed later) does not cover it: the token dates that tree's other note, not this one.
 fn inconsistent_times(audit: &mut Audit<'_>, cps: &Checkpoints, covering: &mut [Covering]) {
     if covering.is_empty() {
         return;
@@ -173,9 +179,20 @@ fn inconsistent_times(audit: &mut Audit<'_>, cps: &Checkpoints, covering: &mut [
             continue;
         }
         let cp = &info.cp.checkpoint;
-        let first = covering.partition_point(|c| c.size < cp.size);
-        let Some(&b) = bound.get(first) else { continue };
-        let token = &covering[b];
+        let larger = bound
+            .get(covering.partition_point(|c| c.size <= cp.size))
+            .map(|&b| &covering[b]);
+        let own = covering
+            .iter()
+            .filter(|c| c.horizon.size == cp.size && c.hash == *hash)
+            .min_by_key(|c| c.latest_ms);
+        let Some(token) = [larger, own]
+            .into_iter()
+            .flatten()
+            .min_by_key(|c| c.latest_ms)
+        else {
+            continue;
+        };
         if cp.time_ms > token.latest_ms.saturating_add(tolerance) {
             found.push((
                 cp.size,

@@ -187,7 +187,10 @@ pub(super) fn check(
         let covering = out
             .valid
             .iter()
-            .filter(|v| covers(v, &h, cp.checkpoint.size, consistent))
+            .filter(|v| {
+                v.checkpoint == h
+                    || (v.size > cp.checkpoint.size && both_consistent(v, &h, consistent))
+            })
             .min_by_key(|v| v.latest_ms);
         if let Some(v) = covering
             && cp.checkpoint.time_ms > v.latest_ms.saturating_add(tolerance)
@@ -220,18 +223,23 @@ impl Checked {
     ) -> Option<String> {
         self.valid
             .iter()
-            .filter(|v| covers(v, checkpoint, index + 1, consistent))
+            .filter(|v| {
+                v.checkpoint == *checkpoint
+                    || (v.size > index && both_consistent(v, checkpoint, consistent))
+            })
             .map(|v| v.gen_ms)
             .min()
             .map(format_ms)
     }
 }
 
-/// Whether token `v` covers a checkpoint `h` of `size` leaves: it is on `h`, or on a
-/// checkpoint at least as large, both proven consistent with the head.
-fn covers(v: &Valid, h: &Hash, size: u64, consistent: &HashMap<Hash, bool>) -> bool {
+/// Whether the checkpoint token `v` is on and checkpoint `h` are both proven consistent
+/// with the head (one history): only then does a token on one date the other's leaves. A
+/// checkpoint is covered by tokens on itself or on a larger tree (one on another note of
+/// the same size, a rotation signed later, dates that note only).
+fn both_consistent(v: &Valid, h: &Hash, consistent: &HashMap<Hash, bool>) -> bool {
     let ok = |h: &Hash| consistent.get(h).copied().unwrap_or(false);
-    v.checkpoint == *h || (v.size >= size && ok(&v.checkpoint) && ok(h))
+    ok(&v.checkpoint) && ok(h)
 }
 
 fn problem(kind: FindingKind, checkpoint: &Hash, detail: String) -> Problem {
