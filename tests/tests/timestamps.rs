@@ -4,7 +4,8 @@
 //! horizon; `openssl ts -verify` accepts every token stored. Each failure the verifier must
 //! name is made once: an unpinned TSA, a token on another checkpoint, a flipped signature
 //! byte, checkpoint times later than the TSA time covering them, deleted tokens. A TSA
-//! outage does not hold ingest up, and anchoring resumes.
+//! outage does not hold ingest up, and anchoring resumes. On moto S3 the tokens are
+//! stored under COMPLIANCE Object Lock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -23,7 +24,8 @@ use sealtrail_core::timestamp;
 use sealtrail_core::trust::{Trust, TrustBundle, TrustedKey};
 use sealtrail_signer::anchor::{self, AnchorConfig, AnchorMetrics, Tsa};
 use sealtrail_signer::{DevKeyFile, KeyBackend as _};
-use sealtrail_store::{LocalDirStore, ObjectStore};
+use sealtrail_store::{LocalDirStore, ObjectStore, RetentionMode};
+use sealtrail_tests::moto::{MotoServer, s3_client};
 use sealtrail_tests::proxy::Proxy;
 use sealtrail_tests::tsa::TestTsa;
 use sealtrail_verifier::prove::{Bundle, ProveOptions, Selection, check_bundle, prove};
@@ -376,10 +378,20 @@ async fn a_tsa_outage_does_not_hold_up_ingest_and_anchoring_resumes() {
 /// A trail written by the test: one segment of 3 sample events per entry of `times`
 /// (each the checkpoint's time, Unix ms), every checkpoint chained and signed.
 async fn trail_at(dir: &Path, origin: &str, times: &[u64]) -> (Trust, Vec<SignedCheckpoint>) {
+    let store = LocalDirStore::open(dir.join("store")).unwrap();
+    trail_into(&store, dir, origin, times).await
+}
+
+/// [`trail_at`] into `store`, the signing key kept in `dir`.
+async fn trail_into(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    origin: &str,
+    times: &[u64],
+) -> (Trust, Vec<SignedCheckpoint>) {
     let key_path = dir.join("k.pem");
     DevKeyFile::generate(&key_path, Algorithm::Ed25519).unwrap();
     let key = DevKeyFile::load(&key_path, true).unwrap();
-    let store = LocalDirStore::open(dir.join("store")).unwrap();
     let lines = event_lines();
     let mut log = MemoryLog::new();
     let (mut prev, mut cps) = (None, Vec::new());
@@ -589,7 +601,10 @@ async fn incremental_runs_judge_new_tokens_and_carry_the_horizon() {
     // not re-read): not judged, no finding.
     let oldest = std::fs::read(&segments(&h.store_dir)[0]).unwrap();
     let cp0 = segment::parse_header(&oldest).unwrap().0.checkpoint;
-    assert!(cp0.checkpoint.size < first, "the first replay made several checkpoints");
+    assert!(
+        cp0.checkpoint.size < first,
+        "the first replay made several checkpoints"
+    );
     let key0 = timestamp::object_key("", cp0.checkpoint.size, &cp0.hash(), TSA);
     put(&h.store_dir, &key0, &tsa.token_for(&cp0.hash()).unwrap());
     let resumed = Options {
@@ -636,4 +651,47 @@ async fn incremental_runs_judge_new_tokens_and_carry_the_horizon() {
     assert_eq!(r.timestamps.horizon.as_ref(), Some(&horizon));
     assert_eq!(r.timestamps.untimestamped_leaves, third - second);
     h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_the_anchor_stores_tokens_under_compliance_lock() {
+    let moto = MotoServer::start().expect("starting moto (run scripts/test)");
+    let client = s3_client(&moto.endpoint).await;
+    let s3 = lock_bucket_store(
+        &client,
+        &moto.endpoint,
+        "anchor-lock",
+        Duration::from_secs(86_400),
+    )
+    .await;
+    let store: Arc<dyn ObjectStore> = s3.clone();
+    let tsa = TestTsa::start("Sealtrail test TSA").await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let (trust, cps) = trail_into(
+        store.as_ref(),
+        tmp.path(),
+        "sealtrail.test/s3",
+        &[now - 2000, now - 1000],
+    )
+    .await;
+    let trust = with_tsa(&trust, &tsa);
+    let (metrics, stop) = start_anchor(store.clone(), &trust, &tsa.url(), Duration::from_secs(60));
+    wait_anchored(&metrics, 6).await;
+    drop(stop);
+    let key = timestamp::object_key("", 6, &cps[1].hash(), TSA);
+    let lock = store.retention(&key).await.unwrap();
+    assert_eq!(lock.mode, RetentionMode::Compliance);
+    let until = lock.retain_until.unwrap();
+    assert!(
+        until > SystemTime::now() + Duration::from_secs(23 * 3600),
+        "{until:?}"
+    );
+    let token = store.get(&key).await.unwrap();
+    assert!(tsa.openssl_verifies(&token, &cps[1].hash()));
+    let r = verify_store(store.as_ref(), &trust, &Options::default())
+        .await
+        .unwrap();
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    assert_eq!(r.timestamps.horizon.as_ref().unwrap().size, 6);
 }
