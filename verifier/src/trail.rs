@@ -68,12 +68,19 @@ impl<'a> Trail<'a> {
     /// One listing of the whole prefix, sorted into the layout's parts. Objects elsewhere
     /// under the prefix (`fence/`, anything else) are not the log's and are left out;
     /// irregular entries are kept wherever they are.
+    ///
+    /// Tokens are listed first, on their own: a token exists only once its checkpoint's
+    /// segment is stored, so every token listed names a segment the main listing (made
+    /// after) holds. Taken from one long listing, a token stamped while its pages were
+    /// read could name a segment stored after `segments/` was listed: a false
+    /// `bad_timestamp`.
     pub async fn layout(&self) -> Result<Layout, Error> {
         let mut layout = Layout::default();
         let segments = self.segments_prefix();
         let checkpoints = format!("{}{CHECKPOINTS_PREFIX}", self.prefix);
         let pending = format!("{}{PENDING_PREFIX}", self.prefix);
         let timestamps = format!("{}{TIMESTAMPS_PREFIX}", self.prefix);
+        layout.timestamps = self.objects(&timestamps).await?;
         for obj in self.store.list(self.prefix).await? {
             if obj.irregular.is_some() {
                 layout.irregular.push(obj);
@@ -83,8 +90,6 @@ impl<'a> Trail<'a> {
                 layout.checkpoints.push(obj);
             } else if obj.key.starts_with(&pending) {
                 layout.pending.push(obj);
-            } else if obj.key.starts_with(&timestamps) {
-                layout.timestamps.push(obj);
             }
         }
         Ok(layout)

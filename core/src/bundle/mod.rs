@@ -194,6 +194,12 @@ impl Bundle {
     /// Each token on a checkpoint of the bundle, under a valid TSA name, within the size
     /// limit; ordered by (checkpoint order, TSA name), distinct.
     fn check_timestamps(&self, hashes: &[Hash]) -> Result<(), String> {
+        if self.timestamps.len() > MAX_BUNDLE_TIMESTAMPS {
+            return Err(format!(
+                "{} timestamps (max {MAX_BUNDLE_TIMESTAMPS})",
+                self.timestamps.len()
+            ));
+        }
         let position: HashMap<&Hash, usize> =
             hashes.iter().enumerate().map(|(i, h)| (h, i)).collect();
         let mut keys = Vec::with_capacity(self.timestamps.len());

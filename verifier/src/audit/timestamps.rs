@@ -42,6 +42,7 @@ pub(super) async fn check(
         ..TimestampReport::default()
     };
     let mut covering = Vec::new();
+    let mut refused: Vec<(u64, String)> = Vec::new();
     for obj in objects {
         let Some((size, hash, tsa)) = timestamp::parse_object_key(audit.trail.prefix, &obj.key)
         else {
@@ -62,9 +63,18 @@ pub(super) async fn check(
         match check_one(audit, obj, size, &hash, &tsa, cps, base_size, earlier).await? {
             Ok(Some(c)) => covering.push(c),
             Ok(None) => {}
-            Err(why) => audit.find(FindingKind::BadTimestamp, None, Some(&obj.key), None, why),
+            Err(why) => {
+                refused.push((size, hex::encode(hash)));
+                audit.find(FindingKind::BadTimestamp, None, Some(&obj.key), None, why)
+            }
         }
     }
+    // The state's horizon stands only while its TSA is pinned and no token on its
+    // checkpoint was just refused: else the report would date the trail on the word of a
+    // token this run says is bad.
+    let earlier = earlier.filter(|e| {
+        audit.trust.tsa(&e.tsa).is_some() && !refused.contains(&(e.size, e.checkpoint.clone()))
+    });
     report.valid = covering.len() as u64;
     inconsistent_times(audit, cps, &mut covering);
     let horizon = covering

@@ -437,6 +437,7 @@ impl<'a> Checker<'a> {
         }
         let key_ids = self.trusted.get(&e.checkpoint).cloned();
         let consistent = self.bundle.consistency.is_none() || self.is_consistent(&e.checkpoint);
+        let verified = included && key_ids.is_some() && selected && consistent;
         self.report.events.push(ProvenEvent {
             index: e.index,
             fields: e.fields.clone(),
@@ -444,9 +445,12 @@ impl<'a> Checker<'a> {
             checkpoint: hex::encode(e.checkpoint),
             checkpoint_size: c.size,
             checkpoint_time: format_ms(c.time_ms),
-            verified: included && key_ids.is_some() && selected && consistent,
+            verified,
             key_ids: key_ids.unwrap_or_default(),
-            existed_by: stamps.existed_by(e.index, &e.checkpoint, &self.consistent),
+            // A time only for an event the bundle proves.
+            existed_by: verified
+                .then(|| stamps.existed_by(e.index, &e.checkpoint, &self.consistent))
+                .flatten(),
         });
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use sealtrail_core::bundle::{Bundle, BundleTimestamp};
+use sealtrail_core::bundle::{Bundle, BundleTimestamp, MAX_BUNDLE_TIMESTAMPS};
 use sealtrail_core::checkpoint::SignedCheckpoint;
 use sealtrail_core::merkle::Hash;
 use sealtrail_core::timestamp::{self, MAX_TOKEN_LEN, TIMESTAMPS_PREFIX};
@@ -78,6 +78,15 @@ pub(super) async fn stored_for(
     }
     out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     out.dedup_by(|a, b| (a.0, &a.1) == (b.0, &b.1));
+    if out.len() > MAX_BUNDLE_TIMESTAMPS {
+        // The newest checkpoints' tokens cover the most (the head's, every event): those
+        // are kept.
+        warnings.push(format!(
+            "{} tokens on the bundle's checkpoints: the {MAX_BUNDLE_TIMESTAMPS} on the largest are kept",
+            out.len()
+        ));
+        out.drain(..out.len() - MAX_BUNDLE_TIMESTAMPS);
+    }
     Ok(out
         .into_iter()
         .map(|(pos, tsa, token)| BundleTimestamp {
