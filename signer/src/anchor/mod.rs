@@ -185,15 +185,27 @@ pub async fn run(
             Err(e) => {
                 metrics.store_errors.inc();
                 tracing::warn!(error = %e, "anchor: cannot read the newest checkpoint");
+                // Whatever is stored meanwhile waits for a token: the lag runs from now.
+                for state in &mut states {
+                    state.behind_since_ms.get_or_insert_with(now_ms);
+                }
                 None
             }
         };
-        for (tsa, state) in config.tsas.iter().zip(&mut states) {
-            if let Some(cp) = &cp {
-                anchor_one(&config, store.as_ref(), &metrics, &tls, tsa, state, cp).await;
+        let round = async {
+            for (tsa, state) in config.tsas.iter().zip(&mut states) {
+                if let Some(cp) = &cp {
+                    anchor_one(&config, store.as_ref(), &metrics, &tls, tsa, state, cp).await;
+                }
+                // Also while the store cannot be read: the lag keeps growing, and alerts.
+                report_lag(&config, &metrics, tsa, state);
             }
-            // Also while the store cannot be read: the lag keeps growing, and alerts.
-            report_lag(&config, &metrics, tsa, state);
+        };
+        // A stop does not wait for TSAs that are slow to answer (nothing is half-stored:
+        // a token is one create-new write).
+        tokio::select! {
+            () = round => {}
+            () = &mut shutdown => return,
         }
     }
 }
@@ -212,7 +224,10 @@ async fn anchor_one(
         tsa: tsa.name().to_string(),
     };
     let hash = cp.hash();
-    if state.anchored != Some(hash) {
+    if state.anchored == Some(hash) {
+        // Up to date (again, after a store outage): nothing newer is stored.
+        state.behind_since_ms = None;
+    } else {
         state.behind_since_ms.get_or_insert(cp.checkpoint.time_ms);
         match stamp_and_store(config, store, tls, tsa, cp).await {
             Ok(created) => {

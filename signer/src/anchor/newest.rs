@@ -61,18 +61,25 @@ impl NewestCheckpoint {
             }
             let head = store.get_prefix(&key, MAX_HEADER_READ).await?;
             match segment::parse_header(&head) {
+                // The key's range must be the header's, and under its checkpoint: a segment
+                // planted under a key of a huge index, with a copy of a real old header,
+                // would otherwise stand as the newest until the anchor restarts.
                 Ok((header, _))
-                    if matches!(
-                        trust.verify(&header.checkpoint),
-                        SignatureVerdict::Trusted { .. }
-                    ) =>
+                    if Some((header.first_index, last))
+                        == segment::parse_object_key(&self.prefix, &key)
+                        && header.first_index.checked_add(header.count) == last.checked_add(1)
+                        && header.checkpoint.checkpoint.size > last
+                        && matches!(
+                            trust.verify(&header.checkpoint),
+                            SignatureVerdict::Trusted { .. }
+                        ) =>
                 {
                     self.last = Some((key, last, header.checkpoint.clone()));
                     return Ok((Some(header.checkpoint), passed_over));
                 }
                 Ok(_) => tracing::warn!(
                     key,
-                    "anchor: a segment checkpoint the trust bundle does not verify"
+                    "anchor: a segment whose key is not its header's range, or whose checkpoint the trust bundle does not verify"
                 ),
                 Err(e) => tracing::warn!(key, error = %e, "anchor: unreadable segment header"),
             }
