@@ -695,3 +695,37 @@ async fn on_s3_the_anchor_stores_tokens_under_compliance_lock() {
     assert!(r.findings.is_empty(), "{:?}", r.findings);
     assert_eq!(r.timestamps.horizon.as_ref().unwrap().size, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anchor_stores_no_token_dated_before_its_checkpoint() {
+    // A signer clock 10 minutes ahead: the TSA's time is before the checkpoint's by more
+    // than the verifier's tolerance, so the anchor refuses the token instead of storing
+    // what verify would call time_inconsistent.
+    let tsa = TestTsa::start("Sealtrail test TSA").await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (trust, _) = trail_at(
+        tmp.path(),
+        "sealtrail.test/ahead-anchor",
+        &[now_ms() + 600_000],
+    )
+    .await;
+    let trust = with_tsa(&trust, &tsa);
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalDirStore::open(tmp.path().join("store")).unwrap());
+    let (metrics, stop) = start_anchor(store.clone(), &trust, &tsa.url(), Duration::from_secs(60));
+    let refused = format!("sealtrail_anchor_failures_total{{tsa=\"{TSA}\",reason=\"refused\"}}");
+    for _ in 0..100 {
+        if metric(&metrics.encode(), &refused).unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stop);
+    assert!(
+        metric(&metrics.encode(), &refused).unwrap_or(0.0) >= 1.0,
+        "{}",
+        metrics.encode()
+    );
+    assert!(tokens(store.as_ref()).await.is_empty());
+    assert_eq!(tsa_metric(&metrics, "anchored_size"), 0.0);
+}

@@ -257,3 +257,66 @@ fn mutations_never_panic_and_roundtrip() {
     // Some changes keep a valid bundle (hex digits in hashes, letters in strings): checked.
     assert!(accepted > 0);
 }
+
+/// The optional `timestamps` member (FORMAT.md §8.1, §10.6): one spelling, every rule of
+/// order and reference refused when broken, and a token that does not verify named by
+/// `check-bundle` (the example's trust bundle pins no TSA).
+#[test]
+fn the_timestamps_member_is_strict() {
+    use sealtrail_verifier::prove::BundleTimestamp;
+    let bytes = std::fs::read(dir().join("bundle.json")).unwrap();
+    let bundle = Bundle::parse(&bytes).unwrap();
+    assert!(bundle.timestamps.is_empty());
+    let head = bundle.checkpoints.last().unwrap().hash();
+    let first = bundle.checkpoints[0].hash();
+    let token = |checkpoint, tsa: &str| BundleTimestamp {
+        checkpoint,
+        tsa: tsa.into(),
+        token: vec![0x30, 0x03, 0x02, 0x01, 0x00],
+    };
+    let mut with = bundle.clone();
+    with.timestamps = vec![token(first, "a"), token(first, "b"), token(head, "a")];
+    let encoded = with.encode();
+    assert_eq!(Bundle::parse(&encoded).unwrap(), with, "round trip");
+    let json = String::from_utf8(encoded.clone()).unwrap();
+    assert!(json.contains(r#","timestamps":[{"checkpoint":""#), "{json}");
+
+    let refused = |b: &Bundle| Bundle::parse(&b.encode()).is_err();
+    let mut b = with.clone();
+    b.timestamps.swap(0, 1);
+    assert!(refused(&b), "out of order");
+    let mut b = with.clone();
+    b.timestamps[1].tsa = "a".into();
+    assert!(refused(&b), "the same (checkpoint, tsa) twice");
+    let mut b = with.clone();
+    b.timestamps[0].checkpoint = [7; 32];
+    assert!(refused(&b), "on no checkpoint of the bundle");
+    let mut b = with.clone();
+    b.timestamps[0].token.clear();
+    assert!(refused(&b), "an empty token");
+    let mut b = with.clone();
+    b.timestamps[0].tsa = "Not A Name".into();
+    assert!(refused(&b), "an invalid TSA name");
+    // Spellings encode never writes.
+    let empty = String::from_utf8(bytes.clone())
+        .unwrap()
+        .replace("}\n", ",\"timestamps\":[]}\n");
+    assert!(Bundle::parse(empty.as_bytes()).is_err(), "an empty list");
+    let unpadded = json.replace("MAMCAQA=", "MAMCAQA");
+    assert_ne!(unpadded, json);
+    assert!(
+        Bundle::parse(unpadded.as_bytes()).is_err(),
+        "base64 without padding"
+    );
+
+    // The example's trust bundle pins no TSA: each token is a bad_timestamp, and no event
+    // gets a time.
+    let trust = sealtrail_core::trust::Trust::parse(&std::fs::read(trust()).unwrap()).unwrap();
+    let report = check_bundle(&with, &trust);
+    assert!(!report.verified);
+    let kinds: Vec<_> = report.problems.iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, ["bad_timestamp"; 3]);
+    assert!(report.events.iter().all(|e| e.existed_by.is_none()));
+    let out = check(&encoded);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
