@@ -36,6 +36,7 @@ import yaml
 JOB_CRATES = {
     "sealtrail-ingester": ("ingester", "ops"),
     "sealtrail-signer": ("signer", "ops"),
+    "sealtrail-anchor": ("signer", "ops"),
     "sealtrail-verify": ("verifier",),
     "sealtrail-cloudwatch": ("cloudwatch", "ops"),
 }
