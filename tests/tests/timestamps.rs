@@ -729,3 +729,49 @@ async fn the_anchor_stores_no_token_dated_before_its_checkpoint() {
     assert!(tokens(store.as_ref()).await.is_empty());
     assert_eq!(tsa_metric(&metrics, "anchored_size"), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_is_not_dated_by_the_token_on_the_tree_it_repeats() {
+    // The token stamps checkpoint 6; a rotation of size 6, signed two minutes after the
+    // TSA's time, repeats that tree. It is not covered by that token (it dates the other
+    // note), so it is no time_inconsistent; a later checkpoint's token would bound it.
+    let tsa = TestTsa::start("Sealtrail test TSA").await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = "sealtrail.test/rotation";
+    let now = now_ms();
+    let (trust, cps) = trail_at(tmp.path(), origin, &[now - 2000, now - 1000]).await;
+    let trust = with_tsa(&trust, &tsa);
+    let store_dir = tmp.path().join("store");
+    let last = &cps[1];
+    let key = timestamp::object_key("", 6, &last.hash(), TSA);
+    put(&store_dir, &key, &tsa.token_for(&last.hash()).unwrap());
+
+    let old = DevKeyFile::load(&tmp.path().join("k.pem"), true).unwrap();
+    let new_path = tmp.path().join("k2.pem");
+    let new_public = DevKeyFile::generate(&new_path, Algorithm::Ed25519).unwrap();
+    let new = DevKeyFile::load(&new_path, true).unwrap();
+    let rotation = Checkpoint {
+        time_ms: now + 120_000,
+        prev: Some(last.hash()),
+        new_key: Some(new_public),
+        ..last.checkpoint.clone()
+    };
+    let text = rotation.to_text();
+    let mut signatures = Vec::new();
+    for k in [&old, &new] {
+        signatures.push(NoteSignature {
+            name: origin.into(),
+            key_id: k.public_key().key_id(origin),
+            signature: k.sign(&text).await.unwrap(),
+        });
+    }
+    let rotation = SignedCheckpoint::new(rotation, signatures).unwrap();
+    put(
+        &store_dir,
+        &sealtrail_core::checkpoint::object_key("", &rotation),
+        &rotation.to_bytes(),
+    );
+    let r = verify(&store_dir, &trust, &Options::default()).await;
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    assert_eq!(r.timestamps.horizon.as_ref().unwrap().size, 6);
+}
