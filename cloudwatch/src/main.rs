@@ -129,12 +129,7 @@ async fn main() -> anyhow::Result<()> {
             ready: Arc::new(|| Box::pin(async { None })),
         }
         .with_tls(tls_metrics.clone());
-        let stop = shutdown.wait();
-        tokio::spawn(async move {
-            if let Err(e) = sealtrail_ops::serve_health(health, listener, stop).await {
-                tracing::error!(error = %e, "metrics listener");
-            }
-        });
+        sealtrail_ops::spawn_health(health, listener, shutdown.wait());
     }
     let config = Config {
         source: Arc::new(source),

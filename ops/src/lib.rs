@@ -83,6 +83,20 @@ pub async fn serve_health(
         .await
 }
 
+/// Serves the health listener in a task of its own ([`serve_health`]); a listener that
+/// fails is logged, and the service goes on.
+pub fn spawn_health(
+    health: Health,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = serve_health(health, listener, shutdown).await {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    })
+}
+
 /// One shutdown signal for several listeners: [`Shutdown::wait`] futures all complete when
 /// the future given to [`Shutdown::new`] does.
 #[derive(Clone)]

@@ -64,13 +64,7 @@ pub async fn run(args: AnchorArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listen on {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "anchor metrics listening");
-        let health = metrics.clone().health();
-        let stop = shutdown.wait();
-        tokio::spawn(async move {
-            if let Err(e) = sealtrail_ops::serve_health(health, listener, stop).await {
-                tracing::error!(error = %e, "metrics listener failed");
-            }
-        });
+        sealtrail_ops::spawn_health(metrics.clone().health(), listener, shutdown.wait());
     }
     let config = AnchorConfig {
         prefix: opened.prefix,

@@ -157,12 +157,7 @@ pub async fn run(
     let stop = sealtrail_ops::Shutdown::new(shutdown);
     let http = config.metrics_listener.map(|l| {
         let health = metrics::health(metrics.clone()).with_tls(tls_metrics);
-        let stop = stop.wait();
-        tokio::spawn(async move {
-            if let Err(e) = sealtrail_ops::serve_health(health, l, stop).await {
-                tracing::error!(error = %e, "metrics listener failed");
-            }
-        })
+        sealtrail_ops::spawn_health(health, l, stop.wait())
     });
     let served = service::serve(
         log.clone(),
