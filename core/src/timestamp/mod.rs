@@ -103,8 +103,7 @@ pub fn request(imprint: &Hash, nonce: u64) -> Result<Vec<u8>, Error> {
 /// A nonce as a minimal positive DER INTEGER: the top bit cleared and the next one set, so
 /// that it always takes exactly 8 bytes.
 fn nonce_int(nonce: u64) -> Result<Int, Error> {
-    let n = (nonce & !(1 << 63)) | (1 << 62);
-    Int::new(&n.to_be_bytes()).map_err(der_err)
+    Int::new(&nonce_bytes(nonce)).map_err(der_err)
 }
 
 /// The nonce [`request`] puts in a request for `nonce`, as the token's TSTInfo carries it.

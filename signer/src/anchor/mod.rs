@@ -34,10 +34,6 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_ALERT_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Default time one request may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How far a TSA's time (plus its accuracy) may be before the checkpoint's own time: the
-/// verifier's default tolerance, so that the anchor never stores a token `verify` would
-/// call `time_inconsistent` by default (a TSA or signer clock is wrong: alert instead).
-pub const MAX_TSA_BEHIND: Duration = sealtrail_core::timestamp::DEFAULT_TIME_TOLERANCE;
 
 /// What the anchor does.
 #[derive(Debug, Clone)]
@@ -297,7 +293,9 @@ async fn stamp_and_store(
         .checkpoint
         .time_ms
         .saturating_sub(info.gen_time_ms + info.accuracy_ms);
-    if behind > MAX_TSA_BEHIND.as_millis() as u64 {
+    // The verifier's default tolerance: never store a token `verify` would call
+    // time_inconsistent (a TSA or signer clock is wrong: the failure alerts instead).
+    if behind > timestamp::DEFAULT_TIME_TOLERANCE.as_millis() as u64 {
         return Err((
             "refused",
             format!(
