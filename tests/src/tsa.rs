@@ -7,8 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
@@ -49,8 +48,8 @@ pub struct TestTsa {
     _dir: tempfile::TempDir,
     dir: PathBuf,
     pub addr: SocketAddr,
-    /// Requests answered.
-    pub answered: Arc<AtomicU64>,
+    /// Numbers each `openssl ts -reply`, one at a time (it keeps its serial in a file).
+    seq: Arc<Mutex<u64>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -148,22 +147,18 @@ impl TestTsa {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let answered = Arc::new(AtomicU64::new(0));
-        // One request at a time: `openssl ts -reply` keeps its serial number in a file.
-        let lock = Arc::new(tokio::sync::Mutex::new(0u64));
-        let (d, a) = (dir.clone(), answered.clone());
+        let seq = Arc::new(Mutex::new(0u64));
+        let (d, sq) = (dir.clone(), seq.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (d, a, lock) = (d.clone(), a.clone(), lock.clone());
+                let (d, sq) = (d.clone(), sq.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        let (d, a, lock) = (d.clone(), a.clone(), lock.clone());
-                        async move {
-                            Ok::<_, std::convert::Infallible>(answer(req, &d, &a, &lock).await)
-                        }
+                        let (d, sq) = (d.clone(), sq.clone());
+                        async move { Ok::<_, std::convert::Infallible>(answer(req, d, sq).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), svc)
@@ -175,7 +170,7 @@ impl TestTsa {
             _dir: tmp,
             dir,
             addr,
-            answered,
+            seq,
             task,
         })
     }
@@ -207,31 +202,16 @@ impl TestTsa {
     /// A token for `imprint` straight from `openssl ts -reply` (what a test stores by hand).
     pub fn token_for(&self, imprint: &[u8; 32]) -> anyhow::Result<Vec<u8>> {
         let hex: String = imprint.iter().map(|b| format!("{b:02x}")).collect();
-        let n = self.answered.fetch_add(1, Ordering::SeqCst);
-        let (q, r, t) = (
-            format!("q{n}.tsq"),
-            format!("r{n}.tsr"),
-            format!("t{n}.tsr"),
-        );
+        let q = format!("query-{hex}.tsq");
         openssl(
             &self.dir,
             &[
                 "ts", "-query", "-digest", &hex, "-sha256", "-cert", "-out", &q,
             ],
         )?;
-        openssl(
-            &self.dir,
-            &[
-                "ts",
-                "-reply",
-                "-config",
-                "ts.cnf",
-                "-queryfile",
-                &q,
-                "-out",
-                &r,
-            ],
-        )?;
+        let resp = reply_to(&self.dir, &self.seq, &std::fs::read(self.dir.join(&q))?)?;
+        let (r, t) = (format!("reply-{hex}.tsr"), format!("token-{hex}.tsr"));
+        std::fs::write(self.dir.join(&r), resp)?;
         openssl(
             &self.dir,
             &["ts", "-reply", "-in", &r, "-token_out", "-out", &t],
@@ -272,11 +252,34 @@ impl Drop for TestTsa {
     }
 }
 
+/// `openssl ts -reply` to the DER request `query`: the DER response. One at a time.
+fn reply_to(dir: &Path, seq: &Mutex<u64>, query: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut n = seq
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a reply panicked"))?;
+    *n += 1;
+    let (q, r) = (format!("request-{n}.tsq"), format!("response-{n}.tsr"));
+    std::fs::write(dir.join(&q), query)?;
+    openssl(
+        dir,
+        &[
+            "ts",
+            "-reply",
+            "-config",
+            "ts.cnf",
+            "-queryfile",
+            &q,
+            "-out",
+            &r,
+        ],
+    )?;
+    Ok(std::fs::read(dir.join(r))?)
+}
+
 async fn answer(
     req: Request<hyper::body::Incoming>,
-    dir: &Path,
-    answered: &AtomicU64,
-    lock: &tokio::sync::Mutex<u64>,
+    dir: PathBuf,
+    seq: Arc<Mutex<u64>>,
 ) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, kind: &str, body: Vec<u8>| {
         Response::builder()
@@ -300,38 +303,9 @@ async fn answer(
     let Ok(body) = req.into_body().collect().await else {
         return reply(StatusCode::BAD_REQUEST, "text/plain", b"body".to_vec());
     };
-    let mut guard = lock.lock().await;
-    *guard += 1;
-    let (q, r) = (
-        format!("http-{}.tsq", *guard),
-        format!("http-{}.tsr", *guard),
-    );
-    if std::fs::write(dir.join(&q), body.to_bytes()).is_err() {
-        return reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "text/plain",
-            b"write".to_vec(),
-        );
-    }
-    let out = tokio::process::Command::new("openssl")
-        .args([
-            "ts",
-            "-reply",
-            "-config",
-            "ts.cnf",
-            "-queryfile",
-            &q,
-            "-out",
-            &r,
-        ])
-        .current_dir(dir)
-        .output()
-        .await;
-    match (out, std::fs::read(dir.join(&r))) {
-        (Ok(o), Ok(bytes)) if o.status.success() => {
-            answered.fetch_add(1, Ordering::SeqCst);
-            reply(StatusCode::OK, "application/timestamp-reply", bytes)
-        }
+    let query = body.to_bytes();
+    match tokio::task::spawn_blocking(move || reply_to(&dir, &seq, &query)).await {
+        Ok(Ok(bytes)) => reply(StatusCode::OK, "application/timestamp-reply", bytes),
         _ => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
             "text/plain",

@@ -113,6 +113,14 @@ fn put(dir: &Path, key: &str, bytes: &[u8]) {
     std::fs::write(p, bytes).unwrap();
 }
 
+/// A token straight from `openssl ts -reply` for `cp`, stored by hand under its key in the
+/// store directory `dir`; returns the key.
+fn stamp(dir: &Path, tsa: &TestTsa, cp: &SignedCheckpoint) -> String {
+    let key = timestamp::object_key("", cp.checkpoint.size, &cp.hash(), TSA);
+    put(dir, &key, &tsa.token_for(&cp.hash()).unwrap());
+    key
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anchored_tokens_verify_and_each_failure_is_named() {
     let h = Harness::start().await;
@@ -399,31 +407,10 @@ async fn trail_into(
         let events: Vec<_> = (0..3)
             .map(|i| parse_event_line(&lines[n * 3 + i]).unwrap())
             .collect();
-        let first = log.size();
-        for e in &events {
-            log.append(e.leaf_hash);
-        }
-        let cp = Checkpoint {
-            origin: origin.into(),
-            size: log.size(),
-            root: log.root_at(log.size()).unwrap(),
-            time_ms,
-            prev,
-            new_key: None,
-        };
-        let sig = NoteSignature {
-            name: origin.into(),
-            key_id: key.public_key().key_id(origin),
-            signature: key.sign(&cp.to_text()).await.unwrap(),
-        };
-        let signed = SignedCheckpoint::new(cp, vec![sig]).unwrap();
-        prev = Some(signed.hash());
-        let proofs: Vec<_> = (first..log.size())
-            .map(|i| log.inclusion_proof(i, log.size()).unwrap())
-            .collect();
-        let bytes = segment::encode(first, &signed, &events, &proofs).unwrap();
-        let k = segment::object_key("", time_ms, first, 3);
-        store.put_new(&k, &bytes).await.unwrap();
+        let (signed, _) = store_segment(
+            store, "", origin, &key, &mut log, &mut prev, &events, time_ms,
+        )
+        .await;
         cps.push(signed);
     }
     let trust = Trust::from_bundle(TrustBundle::new(
@@ -458,12 +445,7 @@ async fn checkpoint_times_later_than_the_tsa_time_are_named() {
     .await;
     let trust = with_tsa(&trust, &tsa);
     let last = &cps[1];
-    let key = timestamp::object_key("", last.checkpoint.size, &last.hash(), TSA);
-    put(
-        &tmp.path().join("store"),
-        &key,
-        &tsa.token_for(&last.hash()).unwrap(),
-    );
+    stamp(&tmp.path().join("store"), &tsa, last);
     let r = verify(&tmp.path().join("store"), &trust, &Options::default()).await;
     assert_eq!(
         kinds(&r),
@@ -489,12 +471,7 @@ async fn checkpoint_times_later_than_the_tsa_time_are_named() {
     let (trust, cps) = trail_at(tmp.path(), "sealtrail.test/early", &[now + 600_000]).await;
     let trust = with_tsa(&trust, &tsa);
     let cp = &cps[0];
-    let key = timestamp::object_key("", cp.checkpoint.size, &cp.hash(), TSA);
-    put(
-        &tmp.path().join("store"),
-        &key,
-        &tsa.token_for(&cp.hash()).unwrap(),
-    );
+    stamp(&tmp.path().join("store"), &tsa, cp);
     let r = verify(&tmp.path().join("store"), &trust, &Options::default()).await;
     assert_eq!(
         kinds(&r),
@@ -605,8 +582,7 @@ async fn incremental_runs_judge_new_tokens_and_carry_the_horizon() {
         cp0.checkpoint.size < first,
         "the first replay made several checkpoints"
     );
-    let key0 = timestamp::object_key("", cp0.checkpoint.size, &cp0.hash(), TSA);
-    put(&h.store_dir, &key0, &tsa.token_for(&cp0.hash()).unwrap());
+    let key0 = stamp(&h.store_dir, &tsa, &cp0);
     let resumed = Options {
         state: Some(state.clone()),
         ..Options::default()
@@ -743,8 +719,7 @@ async fn a_rotation_is_not_dated_by_the_token_on_the_tree_it_repeats() {
     let trust = with_tsa(&trust, &tsa);
     let store_dir = tmp.path().join("store");
     let last = &cps[1];
-    let key = timestamp::object_key("", 6, &last.hash(), TSA);
-    put(&store_dir, &key, &tsa.token_for(&last.hash()).unwrap());
+    stamp(&store_dir, &tsa, last);
 
     let old = DevKeyFile::load(&tmp.path().join("k.pem"), true).unwrap();
     let new_path = tmp.path().join("k2.pem");

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use sealtrail_core::checkpoint::{Checkpoint, NoteSignature, SignedCheckpoint};
 use sealtrail_core::event::parse_event_line;
 use sealtrail_core::keys::Algorithm;
 use sealtrail_core::merkle::MemoryLog;
@@ -516,31 +515,11 @@ async fn write_days(store: &dyn ObjectStore, days: i64) -> (Trust, BTreeMap<i64,
                 v["requestReceivedTimestamp"] = Value::String(t);
                 events.push(parse_event_line(v.to_string().as_bytes()).unwrap());
             }
-            let first = log.size();
-            for e in &events {
-                log.append(e.leaf_hash);
-            }
-            let cp = Checkpoint {
-                origin: S3_ORIGIN.into(),
-                size: log.size(),
-                root: log.root_at(log.size()).unwrap(),
-                time_ms: u64::try_from(base + 600).unwrap() * 1000,
-                prev,
-                new_key: None,
-            };
-            let sig = NoteSignature {
-                name: S3_ORIGIN.into(),
-                key_id: key.public_key().key_id(S3_ORIGIN),
-                signature: key.sign(&cp.to_text()).await.unwrap(),
-            };
-            let signed = SignedCheckpoint::new(cp, vec![sig]).unwrap();
-            prev = Some(signed.hash());
-            let proofs: Vec<_> = (first..log.size())
-                .map(|i| log.inclusion_proof(i, log.size()).unwrap())
-                .collect();
-            let bytes = segment::encode(first, &signed, &events, &proofs).unwrap();
-            let k = segment::object_key(S3_PREFIX, signed.checkpoint.time_ms, first, 3);
-            store.put_new(&k, &bytes).await.unwrap();
+            let time_ms = u64::try_from(base + 600).unwrap() * 1000;
+            let (_, k) = store_segment(
+                store, S3_PREFIX, S3_ORIGIN, &key, &mut log, &mut prev, &events, time_ms,
+            )
+            .await;
             keys.entry(hour).or_default().push(k);
         }
     }

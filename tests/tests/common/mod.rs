@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealtrail_core::checkpoint::SignedCheckpoint;
+use sealtrail_core::checkpoint::{Checkpoint, NoteSignature, SignedCheckpoint};
+use sealtrail_core::event::CanonicalEvent;
 use sealtrail_core::keys::Algorithm;
+use sealtrail_core::merkle::MemoryLog;
+use sealtrail_core::segment;
 use sealtrail_core::trust::{Trust, TrustBundle, TrustedKey};
 use sealtrail_ingester::signer_client::SignerClientConfig;
 use sealtrail_proto::v1::LatestCheckpointRequest;
@@ -651,4 +654,46 @@ pub async fn wait_listening(addr: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("nothing listens on {addr}");
+}
+
+/// Appends `events` to `log`, signs the checkpoint over it (chained to `prev`, which it
+/// then names) with `key` at `time_ms`, and stores their segment, as the signer and the
+/// ingester would: for trails a test writes with times of its choosing.
+#[allow(clippy::too_many_arguments)]
+pub async fn store_segment(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    origin: &str,
+    key: &dyn KeyBackend,
+    log: &mut MemoryLog,
+    prev: &mut Option<sealtrail_core::merkle::Hash>,
+    events: &[CanonicalEvent],
+    time_ms: u64,
+) -> (SignedCheckpoint, String) {
+    let first = log.size();
+    for e in events {
+        log.append(e.leaf_hash);
+    }
+    let cp = Checkpoint {
+        origin: origin.into(),
+        size: log.size(),
+        root: log.root_at(log.size()).unwrap(),
+        time_ms,
+        prev: *prev,
+        new_key: None,
+    };
+    let sig = NoteSignature {
+        name: origin.into(),
+        key_id: key.public_key().key_id(origin),
+        signature: key.sign(&cp.to_text()).await.unwrap(),
+    };
+    let signed = SignedCheckpoint::new(cp, vec![sig]).unwrap();
+    *prev = Some(signed.hash());
+    let proofs: Vec<_> = (first..log.size())
+        .map(|i| log.inclusion_proof(i, log.size()).unwrap())
+        .collect();
+    let bytes = segment::encode(first, &signed, events, &proofs).unwrap();
+    let k = segment::object_key(prefix, time_ms, first, events.len() as u64);
+    store.put_new(&k, &bytes).await.unwrap();
+    (signed, k)
 }
